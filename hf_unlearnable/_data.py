@@ -1,0 +1,195 @@
+"""Reading a datasets.Dataset into memory for crafting and evaluation, and finding its image / label / id columns."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._images import decode_image, row_id
+from .errors import ProtectionError
+
+logger = logging.getLogger(__name__)
+
+LABEL_NAMES = ("label", "labels", "fine_label", "class", "target")
+ID_COLUMN = "id"
+
+
+@dataclass
+class LabelledImages:
+    """A dataset decoded to memory: uint8 NxHxWx3 images, int64 labels, stable row ids, provenance."""
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    ids: list[str]
+    class_names: list[str] | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def num_classes(self) -> int:
+        if self.class_names:
+            return len(self.class_names)
+        return int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else 0
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> "LabelledImages":
+        index = np.asarray(index, dtype=np.int64)
+        return LabelledImages(self.images[index], None if self.labels is None else self.labels[index],
+                              [self.ids[i] for i in index], self.class_names, dict(self.source))
+
+
+def _is_image_feature(feature: Any) -> bool:
+    return type(feature).__name__ == "Image"
+
+
+def find_columns(features: Any, column_names: Sequence[str], image_column: str | None,
+                 label_column: str | None, need_label: bool) -> tuple[str, str | None]:
+    """Pick the image and label columns from a Dataset's features, or check the ones the user named."""
+    cols = list(column_names)
+    if image_column is not None:
+        if image_column not in cols:
+            raise ProtectionError(f"image_column={image_column!r} is not a column; the columns are {cols}.")
+    else:
+        images = [c for c in cols if features is not None and _is_image_feature(features.get(c))]
+        if len(images) != 1:
+            raise ProtectionError(
+                f"cannot tell which column holds the images (found {images or 'none'} among {cols}); "
+                "pass image_column='...'."
+            )
+        image_column = images[0]
+    if label_column is not None:
+        if label_column not in cols:
+            raise ProtectionError(f"label_column={label_column!r} is not a column; the columns are {cols}.")
+    elif need_label:
+        class_cols = [c for c in cols if features is not None and type(features.get(c)).__name__ == "ClassLabel"]
+        named = [c for c in cols if c in LABEL_NAMES]
+        pick = class_cols if len(class_cols) == 1 else named
+        if len(pick) != 1:
+            raise ProtectionError(
+                f"no label column found among {cols} (looked for a ClassLabel column or one of {list(LABEL_NAMES)}); "
+                "this method needs labels: pass label_column='...'."
+            )
+        label_column = pick[0]
+    return image_column, label_column
+
+
+def find_batch_columns(batch: dict, image_column: str | None, label_column: str | None,
+                       need_label: bool) -> tuple[str, str | None]:
+    """The same choice inside Dataset.map, where only the batch's values are visible."""
+    cols = list(batch)
+    if image_column is None:
+        import PIL.Image
+
+        def looks_like_image(values):
+            v = values[0] if len(values) else None
+            return isinstance(v, PIL.Image.Image) or (isinstance(v, dict) and "bytes" in v and "path" in v)
+
+        images = [c for c in cols if looks_like_image(batch[c])]
+        if len(images) != 1:
+            raise ProtectionError(
+                f"cannot tell which column holds the images (found {images or 'none'} among {cols}); "
+                "pass protect(..., image_column='...')."
+            )
+        image_column = images[0]
+    elif image_column not in batch:
+        raise ProtectionError(f"image_column={image_column!r} is not a column; the columns are {cols}.")
+    if label_column is None and need_label:
+        named = [c for c in cols if c in LABEL_NAMES]
+        if len(named) != 1:
+            raise ProtectionError(
+                f"no label column found among {cols} (looked for {list(LABEL_NAMES)}); this method needs labels: "
+                "pass protect(..., label_column='...')."
+            )
+        label_column = named[0]
+    elif label_column is not None and label_column not in batch:
+        raise ProtectionError(f"label_column={label_column!r} is not a column; the columns are {cols}.")
+    return image_column, label_column
+
+
+def check_labels(values: Sequence[Any], column: str, num_classes: int | None,
+                 indices: Sequence[int] | None = None, offset: int = 0) -> np.ndarray:
+    """Labels as int64, each in [0, num_classes), or a ProtectionError naming the row."""
+    out = np.empty(len(values), dtype=np.int64)
+    for i, v in enumerate(values):
+        row = int(indices[i]) if indices is not None else offset + i
+        where = f"column {column!r}, row {row}" + ("" if indices is not None or offset else " of this batch")
+        if v is None or isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ProtectionError(f"{where}: label {v!r} is not an integer class index. Encode labels as ints "
+                                  "(e.g. ds.class_encode_column(...)) or drop the row.")
+        if v < 0 or (num_classes is not None and v >= num_classes):
+            raise ProtectionError(
+                f"{where}: label {v} is out of range [0, {num_classes}). Fix the label, or use a surrogate/noise "
+                f"made for this many classes.")
+        out[i] = v
+    return out
+
+
+def row_ids(batch: dict, images: Sequence[np.ndarray], id_column: str | None) -> list[str]:
+    """Stable ids: the id column when present, else a content hash of the original pixels."""
+    col = id_column if id_column is not None else (ID_COLUMN if ID_COLUMN in batch else None)
+    if col is not None:
+        if col not in batch:
+            raise ProtectionError(f"id_column={col!r} is not a column; the columns are {list(batch)}.")
+        return [str(v) for v in batch[col]]
+    return [row_id(a) for a in images]
+
+
+def load_labelled(dataset: Any, *, image_column: str | None = None, label_column: str | None = None,
+                  id_column: str | None = None, need_label: bool = True, num_classes: int | None = None,
+                  same_shape: bool = True, desc: str = "Reading images") -> LabelledImages:
+    """Decode a whole datasets.Dataset (validating every row) into a LabelledImages."""
+    from tqdm.auto import tqdm
+
+    if not hasattr(dataset, "features") or not hasattr(dataset, "column_names"):
+        raise ProtectionError(f"expected a datasets.Dataset, got {type(dataset).__name__}.")
+    if len(dataset) == 0:
+        raise ProtectionError("the dataset is empty (0 rows): nothing to protect or evaluate.")
+    features = dataset.features
+    image_column, label_column = find_columns(features, dataset.column_names, image_column, label_column,
+                                              need_label)
+    class_names = None
+    if label_column is not None:
+        feat = features.get(label_column)
+        if type(feat).__name__ == "ClassLabel":
+            class_names = list(feat.names)
+            num_classes = num_classes or len(class_names)
+    # Read raw bytes and decode ourselves, so a corrupt cell is reported with its row number.
+    raw = dataset
+    if _is_image_feature(features.get(image_column)) and features[image_column].decode:
+        import datasets
+
+        raw = dataset.cast_column(image_column, datasets.Image(decode=False))
+    keep = [c for c in (image_column, label_column, id_column or (ID_COLUMN if ID_COLUMN in dataset.column_names
+                                                                      else None)) if c]
+    raw = raw.select_columns(keep)
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    ids: list[str] = []
+    n = len(raw)
+    step = 1000
+    for start in tqdm(range(0, n, step), desc=desc, unit="batch", disable=n <= step, leave=False):
+        batch = raw[start:start + step]
+        idx = list(range(start, min(start + step, n)))
+        imgs = [decode_image(v, image_column, i, idx) for i, v in enumerate(batch[image_column])]
+        images.extend(imgs)
+        if label_column is not None:
+            labels.append(check_labels(batch[label_column], label_column, num_classes, idx))
+        ids.extend(row_ids(batch, imgs, id_column))
+    shapes = {a.shape for a in images}
+    if same_shape and len(shapes) > 1:
+        raise ProtectionError(
+            f"column {image_column!r}: images come in {len(shapes)} sizes ({sorted(shapes)[:3]}...); crafting and "
+            "evaluation need one size. Resize first, e.g. ds.map(lambda r: {'img': r['img'].resize((32, 32))})."
+        )
+    info = getattr(dataset, "info", None)
+    source = {"dataset": getattr(info, "dataset_name", None) or getattr(info, "builder_name", None),
+              "config": getattr(info, "config_name", None),
+              "split": str(getattr(dataset, "split", None)) if getattr(dataset, "split", None) else None,
+              "fingerprint": getattr(dataset, "_fingerprint", None),
+              "image_column": image_column, "label_column": label_column}
+    arr = np.stack(images) if same_shape else np.empty(0)
+    return LabelledImages(arr, np.concatenate(labels) if labels else None, ids, class_names, source)

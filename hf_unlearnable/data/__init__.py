@@ -1,0 +1,34 @@
+"""CIFAR-10 loaders: the slice bundled with the package (offline), a local Parquet folder, or the Hub."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import ProtectionError
+
+SLICE_DIR = Path(__file__).parent / "cifar10_slice"
+SPLITS = ("train", "test")
+
+
+def load_cifar10(split: str = "train", source: str = "bundled"):
+    """Load a CIFAR-10 split as a datasets.Dataset (`img`: Image, `label`: ClassLabel).
+
+    source: "bundled" (2,000 train / 932 test pixel-exact images shipped in the package, works offline),
+    "hub" (the Hub's `cifar10`, needs internet), or a folder holding train.parquet / test.parquet.
+    """
+    import datasets
+
+    if split not in SPLITS:
+        raise ProtectionError(f"split={split!r} must be one of {SPLITS}.")
+    if source == "bundled":
+        folder = SLICE_DIR
+    elif source == "hub":
+        return datasets.load_dataset("cifar10", split=split)
+    else:
+        folder = Path(os.path.expanduser(source))
+    path = folder / f"{split}.parquet"
+    if not path.exists():
+        raise ProtectionError(f"{str(path)!r} does not exist: pass source='bundled', 'hub', or a folder with "
+                              "train.parquet and test.parquet.")
+    return datasets.load_dataset("parquet", data_files={split: str(path)}, split=split)

@@ -1,0 +1,194 @@
+"""evaluate(): train victims and report clean-test accuracy, honestly.
+
+For each defence: the clean data (when `clean=` is given), and for each mix ratio r the mix (a seeded r share
+of rows replaced by their protected twins) beside its clean-only control (the (1 - r) clean rows alone, methods.md
+§6.13). Without that control a mix result means nothing. One victim trainer (training.fit) serves every run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ._data import LabelledImages, load_labelled
+from .defences import get_defence
+from .errors import ProtectionError
+from .surrogates.nets import build
+from .training import TrainConfig, accuracy, device, fit
+
+
+@dataclass
+class VictimConfig:
+    """The victim network and how it is trained."""
+
+    arch: str = "convnet"
+    width: int | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def auto(cls, epochs: int | None = None) -> "VictimConfig":
+        """ResNet-18 with the papers' 60 epochs when CUDA is present; else the CPU-fast ConvNet, 30 epochs."""
+        if torch.cuda.is_available():
+            return cls("resnet18", 64, TrainConfig(epochs=epochs or 60, batch_size=128, lr=0.1,
+                                                    label_smoothing=0.0, warmup=0.15))
+        return cls("convnet", None, TrainConfig(epochs=epochs or 30))
+
+    def to_dict(self) -> dict:
+        return {"arch": self.arch, "width": self.width, "train": self.train.to_dict()}
+
+
+def _victim(victim: Any, epochs: int | None) -> VictimConfig:
+    if victim is None:
+        return VictimConfig.auto(epochs)
+    if isinstance(victim, VictimConfig):
+        cfg = victim
+    elif isinstance(victim, str):
+        cfg = VictimConfig(arch=victim)
+        if victim == "resnet18":
+            cfg.width = 64
+    elif isinstance(victim, dict):
+        train = TrainConfig(**victim.get("train", {}))
+        cfg = VictimConfig(victim.get("arch", "convnet"), victim.get("width"), train)
+    else:
+        raise ProtectionError(f"victim={victim!r}: pass None (auto), an architecture name, a dict or a VictimConfig.")
+    if epochs is not None:
+        cfg = VictimConfig(cfg.arch, cfg.width, TrainConfig(**{**cfg.train.to_dict(), "epochs": int(epochs)}))
+    build(cfg.arch, 2, cfg.width)  # fail early on an unknown architecture
+    return cfg
+
+
+@dataclass
+class Report:
+    """Victim accuracies with everything needed to read and reproduce them."""
+
+    rows: list[dict]
+    victim: dict
+    seed: int
+    sizes: dict
+    environment: dict
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self, path: str | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(text)
+        return text
+
+    def accuracy(self, train_set: str, ratio: float | None = None, defence: str = "none") -> float:
+        """The test accuracy of one run, e.g. report.accuracy("mix", 0.5)."""
+        for r in self.rows:
+            if r["train_set"] == train_set and r["defence"] == defence and (ratio is None or
+                                                                            abs(r["ratio"] - ratio) < 1e-9):
+                return r["test_accuracy"]
+        raise KeyError(f"no run {train_set!r} r={ratio} defence={defence!r} in this report")
+
+    def to_markdown(self) -> str:
+        t = self.victim["train"]
+        lines = [
+            f"Victim: {self.victim['arch']}, {t['epochs']} epochs, batch {t['batch_size']}, "
+            f"{'crop+flip' if t['augment'] else 'no augmentation'}; seed {self.seed}; "
+            f"{self.sizes['train']} train / {self.sizes['test']} test images; device {self.environment['device']}.",
+            "",
+            "| defence | training set | protected share r | train images | test accuracy | vs clean-only control |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in self.rows:
+            gap = r.get("minus_control")
+            lines.append(
+                f"| {r['defence']} | {r['train_set']} | {r['ratio']:.2f} | {r['n_train']} | "
+                f"{100 * r['test_accuracy']:.2f} % | {'' if gap is None else f'{100 * gap:+.2f} pts'} |")
+        return "\n".join(lines)
+
+
+def _aligned(protected: LabelledImages, clean: LabelledImages) -> None:
+    if len(protected) != len(clean):
+        raise ProtectionError(f"clean= has {len(clean)} rows but the protected data has {len(protected)}: pass the "
+                              "clean dataset the protected one was made from, row for row.")
+    if not np.array_equal(protected.labels, clean.labels):
+        bad = int(np.flatnonzero(protected.labels != clean.labels)[0])
+        raise ProtectionError(f"row {bad}: label differs between protected ({protected.labels[bad]}) and clean "
+                              f"({clean.labels[bad]}) data; they must be the same rows in the same order.")
+    if protected.images.shape != clean.images.shape:
+        raise ProtectionError(f"image shapes differ: protected {protected.images.shape[1:]}, clean "
+                              f"{clean.images.shape[1:]}.")
+
+
+def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[float] = (1.0,),
+             defences: Sequence[str] = ("none",), victim: Any = None, epochs: int | None = None, seed: int = 0,
+             image_column: str | None = None, label_column: str | None = None, progress: bool = True) -> Report:
+    """Train victims on protected (and mixed) data and report their accuracy on the clean test set.
+
+    `mix`: shares r in (0, 1] of the rows that are protected; r < 1 needs `clean=` (the same rows, unprotected)
+    and trains both the mix and the clean-only control. `defences`: names in defences.DEFENCES. `victim`: None
+    (ResNet-18 on CUDA, else the CPU ConvNet), an architecture name, or a VictimConfig. Seeds are fixed and
+    reported: `seed` picks the protected rows of each mix and seeds every victim.
+    """
+    t_start = time.perf_counter()
+    ratios = [float(r) for r in mix]
+    for r in ratios:
+        if not 0 < r <= 1:
+            raise ProtectionError(f"mix ratio {r} must be in (0, 1]: the share of rows that are protected.")
+    defence_fns = {d: get_defence(d) for d in defences}
+    cfg = _victim(victim, epochs)
+    kw = dict(image_column=image_column, label_column=label_column)
+    P = load_labelled(protected, desc="Reading protected", **kw)
+    T = load_labelled(test, desc="Reading test", **kw)
+    C = load_labelled(clean, desc="Reading clean", **kw) if clean is not None else None
+    if C is not None:
+        _aligned(P, C)
+    elif any(r < 1 for r in ratios):
+        raise ProtectionError("a mix ratio below 1 needs clean=<the unprotected dataset> to build the mix and its "
+                              "clean-only control.")
+    if T.images.shape[1:] != P.images.shape[1:]:
+        raise ProtectionError(f"test images are {T.images.shape[1:]} but training images are {P.images.shape[1:]}.")
+    num_classes = max(P.num_classes, T.num_classes)
+
+    n = len(P)
+    order = np.random.default_rng(seed).permutation(n)
+    runs: list[tuple[str, float, np.ndarray, np.ndarray]] = []   # (train_set, r, images, labels)
+    if C is not None:
+        runs.append(("clean", 0.0, C.images, C.labels))
+    for r in ratios:
+        if r == 1.0:
+            runs.append(("protected", 1.0, P.images, P.labels))
+            continue
+        chosen = np.zeros(n, dtype=bool)
+        chosen[order[:int(round(r * n))]] = True
+        images = np.where(chosen[:, None, None, None], P.images, C.images)
+        runs.append(("mix", r, images, P.labels))
+        runs.append(("clean-only control", r, C.images[~chosen], C.labels[~chosen]))
+
+    rows = []
+    for dname, dfn in defence_fns.items():
+        test_x = torch.from_numpy(dfn(T.images)).permute(0, 3, 1, 2).contiguous()
+        test_y = torch.from_numpy(T.labels)
+        for train_set, r, images, labels in runs:
+            x = torch.from_numpy(dfn(images)).permute(0, 3, 1, 2).contiguous()
+            model = build(cfg.arch, num_classes, cfg.width)
+            hist = fit(model, x, torch.from_numpy(labels), cfg.train, seed=seed, progress=progress,
+                       desc=f"victim [{dname}] {train_set} r={r:.2f}")
+            rows.append({"defence": dname, "train_set": train_set, "ratio": r, "n_train": int(len(labels)),
+                         "test_accuracy": accuracy(model, test_x, test_y), "train_accuracy": hist["train_accuracy"],
+                         "seconds": round(hist["seconds"], 1)})
+        for row in rows:
+            if row["defence"] == dname and row["train_set"] == "mix":
+                ctrl = next(c for c in rows if c["defence"] == dname and c["train_set"] == "clean-only control"
+                            and c["ratio"] == row["ratio"])
+                row["minus_control"] = row["test_accuracy"] - ctrl["test_accuracy"]
+    from . import __version__
+
+    env = {"device": str(device()), "torch": torch.__version__, "hf_unlearnable": __version__,
+           "python": platform.python_version(), "threads": torch.get_num_threads()}
+    return Report(rows=rows, victim=cfg.to_dict(), seed=seed,
+                  sizes={"train": n, "test": len(T), "num_classes": num_classes}, environment=env,
+                  seconds=round(time.perf_counter() - t_start, 1))

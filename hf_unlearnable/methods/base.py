@@ -1,0 +1,116 @@
+"""The small shared contract every protection method implements (methods/<name>.py + one registry line)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+import numpy as np
+
+from ..errors import ProtectionError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .._data import LabelledImages
+    from ..noise import Noise
+
+
+@dataclass
+class MethodConfig:
+    """Options shared by every method. Subclasses add their own fields with the paper's defaults."""
+
+    epsilon: float = 8 / 255
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MethodConfig":
+        return cls.from_options(**data)
+
+    @classmethod
+    def from_options(cls, method: str = "", **options: Any) -> "MethodConfig":
+        """Build a config from user keyword options; an unknown option is an error that lists the known ones."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ProtectionError(
+                f"unknown option(s) {unknown} for method {method or cls.__name__!r}; "
+                f"known options: {sorted(known)}."
+            )
+        try:
+            cfg = cls(**options)
+        except TypeError as exc:
+            raise ProtectionError(f"bad options for method {method!r}: {exc}") from None
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Check field values; subclasses extend. Raise ProtectionError naming the option and the fix."""
+        from .._images import check_epsilon
+
+        self.epsilon = check_epsilon(self.epsilon)
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
+            raise ProtectionError(f"seed={self.seed!r} must be an integer.")
+        self.seed = int(self.seed)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if hasattr(value, "name_or_path"):  # a Surrogate: record where it came from, not its weights
+        return value.name_or_path
+    return value
+
+
+class Method:
+    """One protection method.
+
+    - `perturb(images, labels, ids)`: one batch of equal-size images, uint8 [B, H, W, 3] in, float delta
+      (pixel units, same shape) out.
+      What `protect(method=...)` calls inside `Dataset.map`. Methods without a per-batch form set
+      `per_batch = False` and are applied through `craft()` + `protect(noise=...)`.
+    - `craft(data, checkpoint_dir)`: the full dataset-level algorithm, returning a `Noise`.
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    per_batch: ClassVar[bool] = True
+    uses_labels: ClassVar[bool] = False
+
+    def __init__(self, config: MethodConfig | None = None, **options: Any):
+        if config is None:
+            config = self.config_class.from_options(self.name, **options)
+        elif options:
+            raise ProtectionError("pass either a config object or keyword options, not both")
+        self.config = config
+
+    def perturb(self, images: np.ndarray, labels: np.ndarray | None, ids: Sequence[str]) -> np.ndarray:
+        raise ProtectionError(
+            f"method {self.name!r} has no per-batch form: craft the noise over the whole dataset first, "
+            f"noise = craft(ds, {self.name!r}), then ds.map(protect(noise=noise), batched=True)."
+        )
+
+    def craft(self, data: "LabelledImages", checkpoint_dir: str | None = None) -> "Noise":
+        """Default dataset-level form: the per-batch form applied to every row, stored as sample-wise noise."""
+        from ..noise import Noise
+
+        chunk = 256
+        deltas = np.concatenate([
+            self.perturb(data.images[s:s + chunk], None if data.labels is None else data.labels[s:s + chunk],
+                         data.ids[s:s + chunk])
+            for s in range(0, len(data), chunk)])
+        return Noise.from_deltas(deltas, ids=data.ids, epsilon=self.config.epsilon, method=self.name,
+                                 method_config=self.config.to_dict(), class_names=data.class_names,
+                                 source=data.source)

@@ -1,0 +1,334 @@
+"""Error-minimising noise (EM): Huang, Ma, Erfani, Bailey, Wang, "Unlearnable Examples: Making Personal Data
+Unexploitable", ICLR 2021 (arXiv 2101.04898). Spec: methods.md §2.
+
+Two forms:
+- `craft(ds, "em", mode="samplewise"|"classwise")`: the paper's bi-level min-min. A fresh surrogate and the noise
+  are optimised in alternation: M SGD steps on x + delta, then PGD that *minimises* the loss w.r.t. delta over
+  the whole set (sample-wise) or a stratified subset whose per-sample results are averaged per class
+  (class-wise), until the surrogate fits the perturbed data (train error < stop_error), after at least
+  `min_iters` rounds (cpu-training.md: on easy data the error rule fires before the noise works).
+- `protect(method="em")`: one batch at a time, error-minimising PGD against a *fixed*, already trained surrogate
+  (the bundled default unless `surrogate=`). Cheaper and streamable, but weaker than the min-min: use `craft`
+  for the paper's algorithm.
+
+Fixes over the released code: negative noise is kept (noise added to the image, then the image clipped;
+§6.2), release rounds instead of truncating (§6.1), crafting sees the same [0, 1]-clipped images the release
+holds and stores the effective delta (§6.3), sample-wise noise is keyed by row id, not position (§6.6).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._images import row_rng
+from ..errors import ProtectionError
+from . import register
+from .base import Method, MethodConfig
+
+logger = logging.getLogger(__name__)
+
+MODES = ("samplewise", "classwise")
+
+
+@dataclass
+class EMConfig(MethodConfig):
+    """EM options; defaults are the paper's CIFAR-10 values (methods.md §2.2, §2.3) unless noted."""
+
+    mode: str = "samplewise"            # "samplewise" (one delta per row) or "classwise" (one per class)
+    step_size: float = 0.8 / 255        # PGD step alpha
+    steps: int | None = None            # PGD steps per noise update: 20 sample-wise, 1 class-wise (paper)
+    train_steps: int = 10               # M: surrogate SGD steps between noise updates
+    batch_size: int = 512
+    stop_error: float = 0.01            # stop once the surrogate's error on x + delta is below this
+    min_iters: int = 10                 # safety floor on outer rounds (not in the paper; cpu-training.md)
+    max_iters: int = 40                 # ceiling on outer rounds (not in the paper)
+    subset: float = 0.2                 # class-wise: stratified fraction of the data used (paper: 20 %)
+    lr: float = 0.1                     # surrogate SGD learning rate while crafting
+    surrogate_arch: str = "convnet"     # craft: architecture of the fresh surrogate ("resnet18" is the paper's)
+    surrogate_width: int | None = None
+    random_start: bool = False          # start delta at U(-eps, eps) instead of 0
+    surrogate: Any = None               # per-batch form: fixed surrogate (None = bundled default, or a path)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.mode not in MODES:
+            raise ProtectionError(f"mode={self.mode!r} is not one of {MODES}.")
+        if self.steps is None:
+            self.steps = 20 if self.mode == "samplewise" else 1
+        for name in ("steps", "train_steps", "batch_size", "min_iters", "max_iters"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < (0 if name == "train_steps" else 1):
+                raise ProtectionError(f"{name}={v!r} must be a positive integer.")
+        if self.min_iters > self.max_iters:
+            raise ProtectionError(f"min_iters={self.min_iters} exceeds max_iters={self.max_iters}.")
+        if not 0 < self.subset <= 1:
+            raise ProtectionError(f"subset={self.subset!r} must be in (0, 1].")
+        if not 0 <= self.stop_error < 1:
+            raise ProtectionError(f"stop_error={self.stop_error!r} must be in [0, 1).")
+        if not 0 < self.step_size <= self.epsilon:
+            raise ProtectionError(f"step_size={self.step_size!r} must be in (0, epsilon].")
+
+
+def pgd_min(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor, *, epsilon: float,
+            step_size: float, steps: int, bf16: bool = True) -> torch.Tensor:
+    """Error-*minimising* signed PGD on delta (model in eval mode, weights untouched).
+
+    Projection after every step onto the epsilon box and the [0, 1] image range; returns the effective delta
+    (x' - x), so what was optimised is exactly what is released.
+    """
+    from ..training import autocast, memory_format
+
+    was_training = model.training
+    model.eval()
+    dev = x.device
+    x_adv = (x + delta.clamp(-epsilon, epsilon)).clamp(0, 1)
+    for _ in range(steps):
+        x_adv = x_adv.detach().requires_grad_(True)
+        with autocast(dev, bf16):
+            loss = F.cross_entropy(model(x_adv.contiguous(memory_format=memory_format(dev))).float(), y)
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = x_adv.detach() - step_size * grad.sign()
+        x_adv = (x + (x_adv - x).clamp(-epsilon, epsilon)).clamp(0, 1)
+    model.train(was_training)
+    return (x_adv - x).detach()
+
+
+def classwise_average(eta: torch.Tensor, y: torch.Tensor, class_delta: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """EM class-wise update: each class present in the batch takes the mean of its rows' deltas (clipped)."""
+    out = class_delta.clone()
+    for k in torch.unique(y).tolist():
+        out[k] = eta[y == k].mean(0).clamp(-epsilon, epsilon)
+    return out
+
+
+def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted row positions: the same fraction of every class, drawn with a fixed seed."""
+    rng = np.random.default_rng(seed)
+    pick = []
+    for k in np.unique(labels):
+        rows = np.flatnonzero(labels == k)
+        n = max(1, int(round(fraction * len(rows))))
+        pick.append(rng.choice(rows, size=n, replace=False))
+    return np.sort(np.concatenate(pick))
+
+
+class _Checkpoint:
+    """Atomic, resumable crafting state: state.json (+ config and data fingerprint) + state.safetensors."""
+
+    def __init__(self, directory: str | os.PathLike | None, config: dict, fingerprint: str):
+        self.dir = Path(directory) if directory is not None else None
+        self.meta = {"config": config, "data": fingerprint}
+
+    def load(self) -> tuple[dict, dict] | None:
+        if self.dir is None or not (self.dir / "state.json").exists():
+            return None
+        from safetensors.torch import load_file
+
+        info = json.loads((self.dir / "state.json").read_text())
+        if info.get("config") != self.meta["config"] or info.get("data") != self.meta["data"]:
+            raise ProtectionError(
+                f"checkpoint_dir={str(self.dir)!r} holds a run with other options or other data; "
+                "use a fresh directory (or delete it) to start over.")
+        return info, load_file(str(self.dir / "state.safetensors"))
+
+    def save(self, progress: dict, tensors: dict[str, torch.Tensor]) -> None:
+        if self.dir is None:
+            return
+        from safetensors.torch import save_file
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".state-", dir=self.dir))
+        try:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
+            (tmp / "state.json").write_text(json.dumps({**self.meta, **progress}, indent=1))
+            os.replace(tmp / "state.safetensors", self.dir / "state.safetensors")
+            os.replace(tmp / "state.json", self.dir / "state.json")  # last: marks the pair complete
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fingerprint(ids: list[str], labels: np.ndarray) -> str:
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=12)
+    h.update("\n".join(ids).encode())
+    h.update(np.ascontiguousarray(labels).tobytes())
+    return h.hexdigest()
+
+
+def _trainer_tensors(trainer) -> dict[str, torch.Tensor]:
+    out = {f"model.{k}": v for k, v in trainer.model.state_dict().items()}
+    for i, p in enumerate(trainer.opt.param_groups[0]["params"]):
+        buf = trainer.opt.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            out[f"momentum.{i}"] = buf
+    return out
+
+
+def _restore_trainer(trainer, tensors: dict[str, torch.Tensor]) -> None:
+    trainer.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    for i, p in enumerate(trainer.opt.param_groups[0]["params"]):
+        if f"momentum.{i}" in tensors:
+            trainer.opt.state[p]["momentum_buffer"] = tensors[f"momentum.{i}"].to(p.device).clone()
+
+
+@register
+class ErrorMinimizing(Method):
+    name = "em"
+    config_class = EMConfig
+    uses_labels = True
+
+    def __init__(self, config: EMConfig | None = None, **options: Any):
+        super().__init__(config, **options)
+        self._surrogate = None
+
+    # -- per-batch form -----------------------------------------------------------------------------------------
+    @property
+    def surrogate(self):
+        if self._surrogate is None:
+            from ..surrogates import load_surrogate
+
+            self._surrogate = load_surrogate(self.config.surrogate)
+        return self._surrogate
+
+    @property
+    def num_classes(self) -> int:
+        return self.surrogate.num_classes
+
+    def perturb(self, images: np.ndarray, labels: np.ndarray | None, ids: list[str]) -> np.ndarray:
+        from .._images import to_tensor
+        from ..training import device
+
+        cfg = self.config
+        dev = device()
+        model = self.surrogate.to(dev).eval()
+        x = to_tensor(images).to(dev)
+        y = torch.as_tensor(labels, dtype=torch.long, device=dev)
+        delta = self._start(x.shape, ids).to(dev)
+        out = []
+        for s in range(0, len(x), cfg.batch_size):
+            sl = slice(s, s + cfg.batch_size)
+            out.append(pgd_min(model, x[sl], y[sl], delta[sl], epsilon=cfg.epsilon, step_size=cfg.step_size,
+                               steps=cfg.steps))
+        return torch.cat(out).permute(0, 2, 3, 1).cpu().numpy()
+
+    def _start(self, shape, ids: list[str]) -> torch.Tensor:
+        if not self.config.random_start:
+            return torch.zeros(shape)
+        eps = self.config.epsilon
+        rows = [row_rng(self.config.seed, r).uniform(-eps, eps, size=shape[1:]) for r in ids]
+        return torch.from_numpy(np.stack(rows).astype(np.float32))
+
+    # -- dataset-level min-min ----------------------------------------------------------------------------------
+    def craft(self, data, checkpoint_dir=None):
+        from tqdm.auto import tqdm
+
+        from ..noise import Noise
+        from ..surrogates.nets import build
+        from ..training import StepTrainer, autocast, device, memory_format, seed_everything, to_float
+
+        cfg = self.config
+        if data.labels is None:
+            raise ProtectionError("EM needs labels: the dataset has no label column (pass label_column=...).")
+        if len(np.unique(data.labels)) < 2:
+            raise ProtectionError("EM needs at least two classes in the data.")
+        dev = device()
+        seed_everything(cfg.seed)
+        num_classes = data.num_classes
+        images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous()      # uint8 NCHW, stays on CPU
+        labels = torch.from_numpy(data.labels)
+        rows = (np.arange(len(data)) if cfg.mode == "samplewise"
+                else stratified_subset(data.labels, cfg.subset, cfg.seed))
+        n_rows = len(rows)
+        trainer = StepTrainer(build(cfg.surrogate_arch, num_classes, cfg.surrogate_width), lr=cfg.lr)
+        if cfg.mode == "samplewise":
+            delta = self._start((len(data), *images.shape[1:]), data.ids)
+        else:
+            delta = torch.zeros((num_classes, *images.shape[1:]))
+            if cfg.random_start:
+                g = torch.Generator().manual_seed(cfg.seed)
+                delta = (torch.rand(delta.shape, generator=g) * 2 - 1) * cfg.epsilon
+        ckpt = _Checkpoint(checkpoint_dir, {"method": self.name, **self.config.to_dict()},
+                           _fingerprint(data.ids, data.labels))
+        start_iter, cursor, history = 0, 0, []
+        resumed = ckpt.load()
+        if resumed is not None:
+            info, tensors = resumed
+            delta = tensors["delta"]
+            _restore_trainer(trainer, tensors)
+            start_iter, cursor, history = info["iteration"], info["cursor"], info["history"]
+            logger.info("resuming EM from %s at round %d", checkpoint_dir, start_iter)
+
+        def batch_of(start: int) -> np.ndarray:
+            return rows[np.arange(start, start + cfg.batch_size) % n_rows]
+
+        def perturbed(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            x = to_float(images[idx], dev)
+            y = labels[idx].to(dev)
+            d = delta[idx] if cfg.mode == "samplewise" else delta[labels[idx]]
+            return (x + d.to(dev)).clamp(0, 1), y
+
+        done = bool(history) and history[-1].get("stopped", False)
+        bar = tqdm(total=cfg.max_iters, initial=start_iter, desc=f"EM {cfg.mode} min-min", unit="round")
+        it = start_iter
+        while not done and it < cfg.max_iters:
+            # (a) M surrogate steps on perturbed data, continuing through the data in a fixed order
+            losses = []
+            for _ in range(cfg.train_steps):
+                x, y = perturbed(batch_of(cursor))
+                cursor = (cursor + cfg.batch_size) % n_rows
+                losses.append(trainer.step(x, y))
+            # (b) noise update over every row (sample-wise) or the subset (class-wise), surrogate frozen
+            model = trainer.model
+            for s in range(0, n_rows, cfg.batch_size):
+                idx = rows[s:s + cfg.batch_size]
+                x = to_float(images[idx], dev)
+                y = labels[idx].to(dev)
+                if cfg.mode == "samplewise":
+                    delta[idx] = pgd_min(model, x, y, delta[idx].to(dev), epsilon=cfg.epsilon,
+                                         step_size=cfg.step_size, steps=cfg.steps).cpu()
+                else:
+                    eta = pgd_min(model, x, y, delta[labels[idx]].to(dev), epsilon=cfg.epsilon,
+                                  step_size=cfg.step_size, steps=cfg.steps)
+                    delta = classwise_average(eta.cpu(), labels[idx], delta, cfg.epsilon)
+            # (c) the surrogate's error on the perturbed rows (eval mode, no augmentation: §6.7)
+            correct = 0
+            with torch.no_grad():
+                model.eval()
+                for s in range(0, n_rows, 1000):
+                    x, y = perturbed(rows[s:s + 1000])
+                    with autocast(dev):
+                        correct += int((model(x.contiguous(memory_format=memory_format(dev))).argmax(1) == y).sum())
+            error = 1 - correct / n_rows
+            it += 1
+            stopped = it >= cfg.min_iters and error < cfg.stop_error
+            history.append({"round": it, "train_loss": float(np.mean(losses)) if losses else None,
+                            "error": error, "stopped": stopped})
+            ckpt.save({"iteration": it, "cursor": cursor, "history": history},
+                      {"delta": delta, **_trainer_tensors(trainer)})
+            bar.update(1)
+            bar.set_postfix(error=f"{error:.4f}")
+            done = stopped
+        bar.close()
+        if not done:
+            logger.warning("EM stopped at max_iters=%d with surrogate error %.4f (target < %.4f)", cfg.max_iters,
+                           history[-1]["error"] if history else float("nan"), cfg.stop_error)
+        stats = {"rounds": len(history), "final_error": history[-1]["error"] if history else None,
+                 "reached_stop_error": done, "history": history}
+        deltas = delta.permute(0, 2, 3, 1).numpy()
+        return Noise.from_deltas(deltas, ids=data.ids if cfg.mode == "samplewise" else None, epsilon=cfg.epsilon,
+                                 method=self.name, kind=cfg.mode, method_config=self.config.to_dict(),
+                                 class_names=data.class_names or [str(k) for k in range(num_classes)],
+                                 source=data.source, stats=stats)
+

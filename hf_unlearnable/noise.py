@@ -1,0 +1,228 @@
+"""Noise: crafted perturbations, class-wise (one pattern per label) or sample-wise (one per row id).
+
+Stored as whole uint8 steps (int8), which is lossless for the released images: the originals are uint8, so
+round(x + 255*delta) == x + round(255*delta). On disk: config.json + noise.safetensors, nothing else is read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._images import check_epsilon, epsilon_levels
+from .errors import ProtectionError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "noise.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+KINDS = ("classwise", "samplewise")
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+@dataclass
+class NoiseConfig:
+    """What the noise is and where it came from; saved as config.json beside the tensors."""
+
+    method: str
+    kind: str
+    epsilon: float
+    image_shape: list[int]
+    epsilon_255: str = ""
+    num_classes: int | None = None
+    class_names: list[str] | None = None
+    seed: int | None = None
+    num_rows: int = 0
+    library_version: str = field(default_factory=_version)
+    source: dict[str, Any] = field(default_factory=dict)
+    method_config: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ProtectionError(f"noise kind {self.kind!r} is not one of {KINDS}.")
+        self.epsilon = check_epsilon(self.epsilon)
+        self.epsilon_255 = f"{epsilon_levels(self.epsilon)}/255"
+        self.image_shape = [int(s) for s in self.image_shape]
+
+
+class Noise:
+    """Crafted noise in whole uint8 steps: `steps` is int8 [K or N, H, W, C]; `ids` names rows (sample-wise)."""
+
+    def __init__(self, steps: np.ndarray, config: NoiseConfig, ids: Sequence[str] | None = None):
+        steps = np.asarray(steps)
+        if steps.dtype != np.int8 or steps.ndim != 4:
+            raise ProtectionError(f"noise steps must be an int8 [M, H, W, C] array, got {steps.dtype} {steps.shape}")
+        k = epsilon_levels(config.epsilon)
+        if np.abs(steps.astype(np.int16)).max(initial=0) > k:
+            raise ProtectionError(f"noise exceeds its own budget of {k}/255; the file is corrupt or was edited.")
+        if list(steps.shape[1:]) != list(config.image_shape):
+            raise ProtectionError(f"noise tensor shape {steps.shape[1:]} does not match config {config.image_shape}.")
+        self.steps = steps
+        self.config = config
+        self.ids = list(ids) if ids is not None else None
+        if config.kind == "samplewise":
+            if self.ids is None or len(self.ids) != len(steps):
+                raise ProtectionError("sample-wise noise needs one id per row.")
+            self._index = {rid: i for i, rid in enumerate(self.ids)}
+            if len(self._index) != len(self.ids):
+                raise ProtectionError("sample-wise noise has duplicate row ids.")
+        else:
+            if config.num_classes is not None and config.num_classes != len(steps):
+                raise ProtectionError(f"class-wise noise has {len(steps)} patterns for {config.num_classes} classes.")
+        config.num_rows = len(steps)
+
+    # -- construction -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_deltas(cls, deltas: Sequence[np.ndarray] | np.ndarray, *, ids: Sequence[str] | None, epsilon: float,
+                    method: str, kind: str = "samplewise", method_config: dict | None = None,
+                    class_names: Sequence[str] | None = None, source: dict | None = None,
+                    stats: dict | None = None) -> "Noise":
+        """Quantise float deltas (pixel units, HxWxC) to whole steps inside the budget."""
+        arr = np.stack(list(deltas)) if not isinstance(deltas, np.ndarray) else deltas
+        k = epsilon_levels(epsilon)
+        steps = np.clip(np.rint(arr.astype(np.float64) * 255.0), -k, k).astype(np.int8)
+        if kind == "samplewise" and ids is not None:
+            # Identical images share a content id; keep the first row's noise for them.
+            seen: dict[str, int] = {}
+            for i, rid in enumerate(ids):
+                seen.setdefault(rid, i)
+            if len(seen) != len(ids):
+                keep = sorted(seen.values())
+                steps, ids = steps[keep], [ids[i] for i in keep]
+        mc = dict(method_config or {})
+        cfg = NoiseConfig(method=method, kind=kind, epsilon=epsilon, image_shape=list(steps.shape[1:]),
+                          num_classes=(len(class_names) if class_names else (len(steps) if kind == "classwise" else None)),
+                          class_names=list(class_names) if class_names else None, seed=mc.get("seed"),
+                          source=dict(source or {}), method_config=mc, stats=dict(stats or {}))
+        return cls(steps, cfg, ids if kind == "samplewise" else None)
+
+    # -- properties ---------------------------------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    @property
+    def epsilon(self) -> float:
+        return self.config.epsilon
+
+    @property
+    def method(self) -> str:
+        return self.config.method
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __repr__(self) -> str:
+        return (f"Noise(method={self.method!r}, kind={self.kind!r}, epsilon={self.config.epsilon_255}, "
+                f"rows={len(self)}, image_shape={tuple(self.config.image_shape)})")
+
+    def delta(self) -> np.ndarray:
+        """The noise as float32 pixel units."""
+        return self.steps.astype(np.float32) / 255.0
+
+    # -- application --------------------------------------------------------------------------------------------
+    def steps_for(self, labels: np.ndarray | None, ids: Sequence[str], shapes: Sequence[tuple],
+                  indices: Sequence[int] | None = None) -> list[np.ndarray]:
+        """The noise of each row: by label (class-wise) or by row id (sample-wise); errors name the row."""
+        def where(i: int) -> str:
+            return f"row {int(indices[i])}" if indices is not None else f"row {i} of this batch"
+
+        out = []
+        for i, shape in enumerate(shapes):
+            if tuple(shape) != tuple(self.config.image_shape):
+                raise ProtectionError(
+                    f"{where(i)}: image shape {tuple(shape)} differs from the noise's {tuple(self.config.image_shape)}; "
+                    "noise can only be applied to images of the size it was crafted for.")
+            if self.kind == "classwise":
+                y = int(labels[i])
+                if not 0 <= y < len(self.steps):
+                    raise ProtectionError(f"{where(i)}: label {y} is out of range for class-wise noise with "
+                                          f"{len(self.steps)} classes.")
+                out.append(self.steps[y])
+            else:
+                j = self._index.get(ids[i])
+                if j is None:
+                    raise ProtectionError(
+                        f"{where(i)} (id {ids[i]!r}): this row has no noise. Sample-wise noise is keyed by row id "
+                        "(the 'id' column, else a hash of the original pixels): apply it to the same, unmodified "
+                        "images it was crafted on, or craft noise for this dataset.")
+                out.append(self.steps[j])
+        return out
+
+    # -- persistence --------------------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        """Write config.json + noise.safetensors atomically (a temp dir renamed into place)."""
+        from safetensors.numpy import save_file
+
+        target = Path(save_directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            tensors = {"steps": np.ascontiguousarray(self.steps)}
+            if self.ids is not None:
+                tensors["ids"] = _encode_ids(self.ids)
+            save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "hf_unlearnable.noise"})
+            (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True))
+            if target.exists():
+                for name in (CONFIG_NAME, WEIGHTS_NAME):
+                    (target / name).unlink(missing_ok=True)
+                for f in tmp.iterdir():
+                    os.replace(f, target / f.name)
+            else:
+                os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> "Noise":
+        """Load from a local directory holding config.json + noise.safetensors; never unpickles anything."""
+        from safetensors.numpy import load_file
+
+        folder = Path(path)
+        if not folder.is_dir():
+            raise ProtectionError(f"{str(path)!r} is not a directory with {CONFIG_NAME} and {WEIGHTS_NAME}.")
+        if not (folder / WEIGHTS_NAME).exists():
+            pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+            hint = (f" It holds pickle files {pickles}, which are never loaded (they can run code); ask the "
+                    "publisher for a safetensors export.") if pickles else ""
+            raise ProtectionError(f"{str(path)!r} has no {WEIGHTS_NAME}.{hint}")
+        try:
+            cfg_dict = json.loads((folder / CONFIG_NAME).read_text())
+        except FileNotFoundError:
+            raise ProtectionError(f"{str(path)!r} has no {CONFIG_NAME}.") from None
+        known = set(NoiseConfig.__dataclass_fields__)
+        cfg = NoiseConfig(**{k: v for k, v in cfg_dict.items() if k in known})
+        tensors = load_file(str(folder / WEIGHTS_NAME))
+        ids = _decode_ids(tensors["ids"]) if "ids" in tensors else None
+        return cls(tensors["steps"], cfg, ids)
+
+
+def _encode_ids(ids: Sequence[str]) -> np.ndarray:
+    raw = [s.encode("utf-8") for s in ids]
+    width = max((len(b) for b in raw), default=1)
+    out = np.zeros((len(raw), width), dtype=np.uint8)
+    for i, b in enumerate(raw):
+        out[i, :len(b)] = np.frombuffer(b, dtype=np.uint8)
+    return out
+
+
+def _decode_ids(arr: np.ndarray) -> list[str]:
+    return [bytes(row).rstrip(b"\x00").decode("utf-8") for row in arr]
+
+
+def load_noise(path: str | os.PathLike) -> Noise:
+    """Load a Noise from a local directory (config.json + noise.safetensors)."""
+    return Noise.from_pretrained(path)
