@@ -110,10 +110,13 @@ def prepare(model: nn.Module, cfg: TrainConfig, dev: torch.device) -> nn.Module:
 
 def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, *, seed: int = 0,
         desc: str = "Training", progress: bool = True,
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        after_step: Callable[[], None] | None = None, schedule: str = "onecycle") -> dict:
     """Train `model` from its current weights on uint8 NCHW `images` with int64 `labels`.
 
     `transform` (float NCHW -> float NCHW) runs after augmentation: the hook for training-time defences.
+    `after_step` runs after every optimiser step (e.g. a projection of the weights, certify.recover).
+    `schedule`: "onecycle" (warm-up then linear decay; victims) or "cosine" (fine-tuning from trained weights).
     Returns a small history dict (final train loss/accuracy, steps, seconds).
     """
     import time
@@ -129,8 +132,11 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Train
     total = max(1, steps_per_epoch * cfg.epochs)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                           weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup,
-                                                anneal_strategy="linear", div_factor=25.0, final_div_factor=1e3)
+    if schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    else:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup,
+                                                    anneal_strategy="linear", div_factor=25.0, final_div_factor=1e3)
     labels = labels.long()
     t0 = time.perf_counter()
     loss_sum = correct = seen = 0.0
@@ -156,6 +162,8 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Train
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
+            if after_step is not None:
+                after_step()
             loss_sum += float(loss.detach()) * len(idx)
             correct += float((out.argmax(1) == y).sum())
             seen += len(idx)

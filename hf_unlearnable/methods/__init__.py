@@ -27,5 +27,6 @@ def get_method(name: str) -> type[Method]:
 # Registration happens on import of each module.
 from . import random as _random  # noqa: E402,F401
 from . import em as _em  # noqa: E402,F401
+from . import pue as _pue  # noqa: E402,F401
 
 __all__ = ["METHODS", "Method", "MethodConfig", "register", "get_method"]

@@ -231,6 +231,16 @@ class ErrorMinimizing(Method):
         return torch.from_numpy(np.stack(rows).astype(np.float32))
 
     # -- dataset-level min-min ----------------------------------------------------------------------------------
+    def _surrogate_step(self, trainer, x: torch.Tensor, y: torch.Tensor, history: list[dict]) -> float:
+        """One surrogate update on a perturbed batch (the 'outer min'); PUE overrides it."""
+        return trainer.step(x, y)
+
+    def _noise_step(self, model, x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor,
+                    history: list[dict]) -> torch.Tensor:
+        """Per-sample noise update against the frozen surrogate (the 'inner min'); PUE overrides it."""
+        cfg = self.config
+        return pgd_min(model, x, y, delta, epsilon=cfg.epsilon, step_size=cfg.step_size, steps=cfg.steps)
+
     def craft(self, data, checkpoint_dir=None):
         from tqdm.auto import tqdm
 
@@ -251,6 +261,7 @@ class ErrorMinimizing(Method):
         rows = (np.arange(len(data)) if cfg.mode == "samplewise"
                 else stratified_subset(data.labels, cfg.subset, cfg.seed))
         n_rows = len(rows)
+        bs = min(cfg.batch_size, n_rows)   # never train on one small set repeated within a batch
         trainer = StepTrainer(build(cfg.surrogate_arch, num_classes, cfg.surrogate_width), lr=cfg.lr)
         if cfg.mode == "samplewise":
             delta = self._start((len(data), *images.shape[1:]), data.ids)
@@ -271,7 +282,7 @@ class ErrorMinimizing(Method):
             logger.info("resuming EM from %s at round %d", checkpoint_dir, start_iter)
 
         def batch_of(start: int) -> np.ndarray:
-            return rows[np.arange(start, start + cfg.batch_size) % n_rows]
+            return rows[np.arange(start, start + bs) % n_rows]
 
         def perturbed(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
             x = to_float(images[idx], dev)
@@ -280,27 +291,25 @@ class ErrorMinimizing(Method):
             return (x + d.to(dev)).clamp(0, 1), y
 
         done = bool(history) and history[-1].get("stopped", False)
-        bar = tqdm(total=cfg.max_iters, initial=start_iter, desc=f"EM {cfg.mode} min-min", unit="round")
+        bar = tqdm(total=cfg.max_iters, initial=start_iter, desc=f"{self.name} {cfg.mode} min-min", unit="round")
         it = start_iter
         while not done and it < cfg.max_iters:
             # (a) M surrogate steps on perturbed data, continuing through the data in a fixed order
             losses = []
             for _ in range(cfg.train_steps):
                 x, y = perturbed(batch_of(cursor))
-                cursor = (cursor + cfg.batch_size) % n_rows
-                losses.append(trainer.step(x, y))
+                cursor = (cursor + bs) % n_rows
+                losses.append(self._surrogate_step(trainer, x, y, history))
             # (b) noise update over every row (sample-wise) or the subset (class-wise), surrogate frozen
             model = trainer.model
-            for s in range(0, n_rows, cfg.batch_size):
-                idx = rows[s:s + cfg.batch_size]
+            for s in range(0, n_rows, bs):
+                idx = rows[s:s + bs]
                 x = to_float(images[idx], dev)
                 y = labels[idx].to(dev)
                 if cfg.mode == "samplewise":
-                    delta[idx] = pgd_min(model, x, y, delta[idx].to(dev), epsilon=cfg.epsilon,
-                                         step_size=cfg.step_size, steps=cfg.steps).cpu()
+                    delta[idx] = self._noise_step(model, x, y, delta[idx].to(dev), history).cpu()
                 else:
-                    eta = pgd_min(model, x, y, delta[labels[idx]].to(dev), epsilon=cfg.epsilon,
-                                  step_size=cfg.step_size, steps=cfg.steps)
+                    eta = self._noise_step(model, x, y, delta[labels[idx]].to(dev), history)
                     delta = classwise_average(eta.cpu(), labels[idx], delta, cfg.epsilon)
             # (c) the surrogate's error on the perturbed rows (eval mode, no augmentation: §6.7)
             correct = 0
@@ -322,7 +331,7 @@ class ErrorMinimizing(Method):
             done = stopped
         bar.close()
         if not done:
-            logger.warning("EM stopped at max_iters=%d with surrogate error %.4f (target < %.4f)", cfg.max_iters,
+            logger.warning("%s stopped at max_iters=%d with surrogate error %.4f (target < %.4f)", self.name, cfg.max_iters,
                            history[-1]["error"] if history else float("nan"), cfg.stop_error)
         stats = {"rounds": len(history), "final_error": history[-1]["error"] if history else None,
                  "reached_stop_error": done, "history": history}

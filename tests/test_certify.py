@@ -1,0 +1,71 @@
+"""The (q, eta)-learnability certificate (methods.md §3.2) and the recovery attack's sphere projection (§3.4)."""
+
+import numpy as np
+import pytest
+import torch
+
+from hf_unlearnable import ProtectionError
+from hf_unlearnable.certify import (certified_learnability, order_statistic_k, project_to_sphere,
+                                    smoothed_accuracies)
+from hf_unlearnable.surrogates.nets import build
+
+
+@pytest.mark.parametrize("eta,k", [(0.0, 922), (0.05, 950), (0.1, 969), (0.25, 997), (0.5, None)])
+def test_paper_test_vectors(eta, k):
+    """n = 1000, q = 0.9, sigma = 0.25: the k of the order-statistic bound, abstaining at eta = 0.5."""
+    accs = np.random.default_rng(0).uniform(0, 1, 1000)
+    (entry,) = certified_learnability(accs, q=0.9, sigma=0.25, etas=[eta], confidence=0.99)
+    assert entry["k"] == k
+    if k is None:
+        assert entry["learnability"] is None
+    else:
+        assert entry["learnability"] == np.sort(accs)[k - 1]
+
+
+def test_learnability_non_decreasing_in_eta():
+    accs = np.random.default_rng(1).normal(0.3, 0.05, 500)
+    entries = certified_learnability(accs, q=0.8, sigma=0.5, etas=[0, 0.01, 0.05, 0.1, 0.2, 0.3])
+    values = [e["learnability"] for e in entries if e["learnability"] is not None]
+    assert len(values) >= 3
+    assert all(b >= a for a, b in zip(values, values[1:]))
+
+
+def test_not_clopper_pearson_k_is_exact_binomial_bound():
+    from scipy.stats import binom
+
+    for n, qb in [(100, 0.9), (1000, 0.95), (50, 0.5)]:
+        k = order_statistic_k(n, qb, 0.99)
+        assert binom.cdf(k - 1, n, qb) > 0.99
+        if k - 1 >= np.ceil(qb * n):
+            assert binom.cdf(k - 2, n, qb) <= 0.99
+
+
+def test_sphere_projection_sets_norm_exactly_even_inside_the_ball():
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(4, 3, generator=gen), torch.randn(7, generator=gen)]
+    anchor = [p.clone() for p in params]
+    params[1] += 1e-3  # tiny step: well inside a ball of radius 0.5
+    project_to_sphere(params, anchor, 0.5)
+    norm = torch.sqrt(sum(((p - a) ** 2).sum() for p, a in zip(params, anchor)))
+    assert abs(float(norm) - 0.5) < 1e-5
+
+
+def test_smoothed_accuracies_reproducible_and_restores_weights():
+    model = build("convnet", 3, 4).eval()
+    x = torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8)
+    y = torch.randint(0, 3, (20,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    a = smoothed_accuracies(model, x, y, sigma=0.1, n=5, seed=3, progress=False)
+    b = smoothed_accuracies(model, x, y, sigma=0.1, n=5, seed=3, progress=False)
+    assert np.array_equal(a, b)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # parameters restored, BN buffers never touched
+
+
+def test_bad_arguments_are_protection_errors():
+    from hf_unlearnable.certify import _check
+
+    with pytest.raises(ProtectionError, match="q="):
+        _check(1.5, 0.25, 10, 0.99, [0.1])
+    with pytest.raises(ProtectionError, match="sigma="):
+        _check(0.9, 0.0, 10, 0.99, [0.1])
