@@ -18,7 +18,6 @@ import multiprocessing as mp
 import os
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -62,14 +61,19 @@ def _craft_job(args: dict) -> dict:
                               desc=f"apply {args['name']}")
     total = time.perf_counter() - t0
     protected.save_to_disk(args["out"])
-    return {"name": args["name"], "method": args["method"], "how": args["how"], "options": args["options"],
+    result = {"name": args["name"], "method": args["method"], "how": args["how"], "options": args["options"],
             "rows": len(train), "craft_seconds": round(craft_seconds, 1), "total_seconds": round(total, 1),
             "images_per_second": round(len(train) / total, 1),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "rss_before_crafting_mib": round(rss_before / 1024, 1), "stats": stats}
+    (Path(args["out"]) / "job.json").write_text(json.dumps(result))  # marks the job complete (resume)
+    return result
 
 
 def run_job(job: dict) -> dict:
+    done = Path(job["out"]) / "job.json"
+    if done.exists():  # finished by an earlier, interrupted run of the same benchmark
+        return json.loads(done.read_text())
     ctx = mp.get_context("spawn")
     with ctx.Pool(1) as pool:
         return pool.apply(_craft_job, (job,))
@@ -86,6 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="results folder")
     ap.add_argument("--tag", default="efficacy", help="file name stem of the results (default efficacy)")
+    ap.add_argument("--work", default=None, help="folder for protected sets; finished jobs there are reused, so an "
+                    "interrupted run resumes (default runs/bench-<tag>)")
     args = ap.parse_args(argv)
 
     import datasets
@@ -100,7 +106,8 @@ def main(argv=None) -> int:
         ("em-classwise", "em", "craft", {"mode": "classwise", "seed": args.seed, **em}),
         ("em-samplewise", "em", "craft", {"mode": "samplewise", "seed": args.seed, **em}),
     ]
-    work = Path(tempfile.mkdtemp(prefix="hfu-bench-"))
+    work = Path(args.work or ROOT / "runs" / f"bench-{args.tag}")
+    work.mkdir(parents=True, exist_ok=True)
     crafted, protected = [], {}
     for name, method, how, options in jobs:
         out = str(work / name)
@@ -112,11 +119,19 @@ def main(argv=None) -> int:
 
     victims = {}
     t0 = time.perf_counter()
-    rep = evaluate(protected["em-samplewise"], test, clean=train, mix=[0.5, 1.0], epochs=args.epochs, seed=args.seed)
-    victims["em-samplewise"] = rep.to_dict()
-    for name in ("random", "em-classwise"):
-        victims[name] = evaluate(protected[name], test, epochs=args.epochs, seed=args.seed).to_dict()
-    victim_seconds = time.perf_counter() - t0
+    for name in ("random", "em-classwise", "em-samplewise"):
+        part = work / f"victims-{name}.json"
+        if part.exists():
+            victims[name] = json.loads(part.read_text())
+            continue
+        if name == "em-samplewise":
+            rep = evaluate(protected[name], test, clean=train, mix=[0.5, 1.0], epochs=args.epochs, seed=args.seed)
+        else:
+            rep = evaluate(protected[name], test, epochs=args.epochs, seed=args.seed)
+        victims[name] = rep.to_dict()
+        part.write_text(json.dumps(victims[name]))
+        print(rep.to_markdown(), flush=True)
+    victim_seconds = sum(r["seconds"] for v in victims.values() for r in v["rows"])
 
     def acc(name, train_set, ratio=None):
         for r in victims[name]["rows"]:
