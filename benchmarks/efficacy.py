@@ -54,7 +54,7 @@ def _craft_job(args: dict) -> dict:
         craft_seconds = time.perf_counter() - t0
         stats = {}
     else:
-        noise = craft(train, args["method"], **args["options"])
+        noise = craft(train, args["method"], checkpoint_dir=args["out"] + ".ckpt", **args["options"])
         craft_seconds = time.perf_counter() - t0
         stats = {k: v for k, v in noise.config.stats.items() if k != "history"}
         protected = train.map(protect(noise=noise), batched=True, with_indices=True, load_from_cache_file=False,
@@ -90,6 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="results folder")
     ap.add_argument("--tag", default="efficacy", help="file name stem of the results (default efficacy)")
+    ap.add_argument("--only", nargs="+", default=None, choices=["random", "em-classwise", "em-samplewise"],
+                    help="run only these methods (the clean victim is always trained)")
     ap.add_argument("--work", default=None, help="folder for protected sets; finished jobs there are reused, so an "
                     "interrupted run resumes (default runs/bench-<tag>)")
     args = ap.parse_args(argv)
@@ -106,6 +108,7 @@ def main(argv=None) -> int:
         ("em-classwise", "em", "craft", {"mode": "classwise", "seed": args.seed, **em}),
         ("em-samplewise", "em", "craft", {"mode": "samplewise", "seed": args.seed, **em}),
     ]
+    jobs = [j for j in jobs if args.only is None or j[0] in args.only]
     work = Path(args.work or ROOT / "runs" / f"bench-{args.tag}")
     work.mkdir(parents=True, exist_ok=True)
     crafted, protected = [], {}
@@ -119,13 +122,16 @@ def main(argv=None) -> int:
 
     victims = {}
     t0 = time.perf_counter()
-    for name in ("random", "em-classwise", "em-samplewise"):
-        part = work / f"victims-{name}.json"
+    names = [j[0] for j in jobs]
+    for name in names:
+        part = work / f"victims-{name}-e{args.epochs}.json"
         if part.exists():
             victims[name] = json.loads(part.read_text())
             continue
         if name == "em-samplewise":
             rep = evaluate(protected[name], test, clean=train, mix=[0.5, 1.0], epochs=args.epochs, seed=args.seed)
+        elif name == names[0] and "em-samplewise" not in names:  # the clean victim rides with the first method
+            rep = evaluate(protected[name], test, clean=train, epochs=args.epochs, seed=args.seed)
         else:
             rep = evaluate(protected[name], test, epochs=args.epochs, seed=args.seed)
         victims[name] = rep.to_dict()
@@ -134,7 +140,10 @@ def main(argv=None) -> int:
     victim_seconds = sum(r["seconds"] for v in victims.values() for r in v["rows"])
 
     def acc(name, train_set, ratio=None):
-        for r in victims[name]["rows"]:
+        if train_set == "clean":
+            return next((r["test_accuracy"] for v in victims.values() for r in v["rows"]
+                         if r["train_set"] == "clean"), None)
+        for r in victims.get(name, {"rows": []})["rows"]:
             if r["train_set"] == train_set and (ratio is None or abs(r["ratio"] - ratio) < 1e-9):
                 return r["test_accuracy"]
         return None
@@ -152,7 +161,7 @@ def main(argv=None) -> int:
         "benchmark": "efficacy", "date": time.strftime("%Y-%m-%d"), "library_version": __version__,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "data": args.data, "train_rows": len(train), "test_rows": len(test), "epochs": args.epochs,
-        "seed": args.seed, "victim": victims["random"]["victim"], "summary": summary, "crafting": crafted,
+        "seed": args.seed, "victim": next(iter(victims.values()))["victim"], "summary": summary, "crafting": crafted,
         "victims": victims, "victim_seconds": round(victim_seconds, 1),
     }
     out = Path(args.out)

@@ -145,6 +145,7 @@ def smoothed_accuracies(model: nn.Module, images: torch.Tensor, labels: torch.Te
 def _train_theta_hat(protected, victim: Any, epochs: int | None, seed: int, kw: dict, progress: bool):
     P = load_labelled(protected, desc="Reading protected", **kw)
     cfg = _victim(victim, epochs)
+    torch.manual_seed(seed)
     model = build(cfg.arch, P.num_classes, cfg.width)
     x, y = _tensors(P)
     fit(model, x, y, cfg.train, seed=seed, progress=progress, desc="certify: training theta-hat")

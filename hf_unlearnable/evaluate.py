@@ -174,6 +174,7 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
         test_y = torch.from_numpy(T.labels)
         for train_set, r, images, labels in runs:
             x = torch.from_numpy(dfn(images)).permute(0, 3, 1, 2).contiguous()
+            torch.manual_seed(seed)  # initial weights too: a victim must not depend on what ran before it
             model = build(cfg.arch, num_classes, cfg.width)
             hist = fit(model, x, torch.from_numpy(labels), cfg.train, seed=seed, progress=progress,
                        desc=f"victim [{dname}] {train_set} r={r:.2f}")

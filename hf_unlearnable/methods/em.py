@@ -50,6 +50,8 @@ class EMConfig(MethodConfig):
     steps: int | None = None            # PGD steps per noise update: 20 sample-wise, 1 class-wise (paper)
     train_steps: int = 10               # M: surrogate SGD steps between noise updates
     batch_size: int = 512
+    noise_batch_size: int | None = None  # rows per noise update; None: batch_size (sample-wise), and for class-wise
+                                         # about 20 updates per round, as the paper's 10k subset / 512 gives
     stop_error: float = 0.01            # stop once the surrogate's error on x + delta is below this
     min_iters: int = 10                 # safety floor on outer rounds (not in the paper; cpu-training.md)
     max_iters: int = 40                 # ceiling on outer rounds (not in the paper)
@@ -66,6 +68,9 @@ class EMConfig(MethodConfig):
             raise ProtectionError(f"mode={self.mode!r} is not one of {MODES}.")
         if self.steps is None:
             self.steps = 20 if self.mode == "samplewise" else 1
+        if self.noise_batch_size is not None and (not isinstance(self.noise_batch_size, int)
+                                                  or self.noise_batch_size < 1):
+            raise ProtectionError(f"noise_batch_size={self.noise_batch_size!r} must be a positive integer or None.")
         for name in ("steps", "train_steps", "batch_size", "min_iters", "max_iters"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < (0 if name == "train_steps" else 1):
@@ -262,6 +267,7 @@ class ErrorMinimizing(Method):
                 else stratified_subset(data.labels, cfg.subset, cfg.seed))
         n_rows = len(rows)
         bs = min(cfg.batch_size, n_rows)   # never train on one small set repeated within a batch
+        nbs = cfg.noise_batch_size or (bs if cfg.mode == "samplewise" else max(16, min(bs, n_rows // 20)))
         trainer = StepTrainer(build(cfg.surrogate_arch, num_classes, cfg.surrogate_width), lr=cfg.lr)
         if cfg.mode == "samplewise":
             delta = self._start((len(data), *images.shape[1:]), data.ids)
@@ -302,8 +308,8 @@ class ErrorMinimizing(Method):
                 losses.append(self._surrogate_step(trainer, x, y, history))
             # (b) noise update over every row (sample-wise) or the subset (class-wise), surrogate frozen
             model = trainer.model
-            for s in range(0, n_rows, bs):
-                idx = rows[s:s + bs]
+            for s in range(0, n_rows, nbs):
+                idx = rows[s:s + nbs]
                 x = to_float(images[idx], dev)
                 y = labels[idx].to(dev)
                 if cfg.mode == "samplewise":

@@ -1,0 +1,201 @@
+"""The `hf-unlearnable` command line, run in-process through cli.main([...]). Self-contained and fast (seconds)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import PIL.Image
+import pytest
+
+datasets = pytest.importorskip("datasets")
+
+from hf_unlearnable.cli import main, parse_epsilon, parse_options  # noqa: E402
+
+EPS_LEVELS = 8
+
+
+def _png(arr: np.ndarray) -> dict:
+    buf = io.BytesIO()
+    PIL.Image.fromarray(arr).save(buf, format="PNG")
+    return {"bytes": buf.getvalue(), "path": None}
+
+
+def _pixels(cell) -> np.ndarray:
+    if isinstance(cell, PIL.Image.Image):
+        return np.asarray(cell.convert("RGB")).astype(np.int16)
+    return np.asarray(PIL.Image.open(io.BytesIO(cell["bytes"])).convert("RGB")).astype(np.int16)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """16 rows of 32x32 RGB noise images (values touching 0 and 255), 2 classes, and an extra column; on disk."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(16, 32, 32, 3), dtype=np.uint8)
+    images[0] = 0
+    images[1] = 255
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"]),
+                                  "note": datasets.Value("string")})
+    ds = datasets.Dataset.from_dict({"img": [_png(a) for a in images], "label": [i % 2 for i in range(16)],
+                                     "note": [f"row{i}" for i in range(16)]}, features=features)
+    path = tmp_path / "tiny"
+    ds.save_to_disk(str(path))
+    return path, ds
+
+
+def _leftovers(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.parametrize("command", [[], ["protect"], ["craft"], ["evaluate"], ["demo"]])
+def test_help_exits_zero(command, capsys):
+    assert main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: hf-unlearnable" in out
+    if command:
+        assert "Default" in out or "default" in out
+
+
+def test_protect_writes_dataset_within_epsilon(tiny, tmp_path, capsys):
+    src, original = tiny
+    out = tmp_path / "out" / "protected"
+    assert main(["protect", "--data", str(src), "--method", "random", "--epsilon", "8/255", "--seed", "3",
+                 "--output", str(out), "-q"]) == 0
+    prot = datasets.load_from_disk(str(out))
+    assert prot.column_names == original.column_names
+    assert len(prot) == len(original)
+    assert prot["note"] == original["note"] and prot["label"] == original["label"]
+    raw = prot.cast_column("img", datasets.Image(decode=False))
+    worst, changed = 0, 0
+    for a, b in zip(original["img"], raw["img"]):
+        assert b["bytes"][:8] == b"\x89PNG\r\n\x1a\n"
+        d = np.abs(_pixels(a) - _pixels(b))
+        worst = max(worst, int(d.max()))
+        changed += int(d.any())
+    assert worst <= EPS_LEVELS
+    assert changed == len(original)
+    assert _leftovers(out.parent) == []
+    assert str(out) in capsys.readouterr().out
+
+
+def test_protect_output_does_not_depend_on_batching(tiny, tmp_path):
+    src, _ = tiny
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["protect", "--data", str(src), "--method", "random", "--output", str(a), "-q"]) == 0
+    assert main(["protect", "--data", str(src), "--method", "random", "--output", str(b), "--batch-size", "3",
+                 "-q"]) == 0
+    ra = datasets.load_from_disk(str(a)).cast_column("img", datasets.Image(decode=False))["img"]
+    rb = datasets.load_from_disk(str(b)).cast_column("img", datasets.Image(decode=False))["img"]
+    assert [x["bytes"] for x in ra] == [x["bytes"] for x in rb]
+
+
+@pytest.mark.parametrize("eps", ["8", "255", "0", "-1/255", "0.5"])
+def test_bad_epsilon_is_a_clean_error(eps, tiny, tmp_path, capsys):
+    src, _ = tiny
+    out = tmp_path / "out"
+    assert main(["protect", "--data", str(src), "--method", "random", f"--epsilon={eps}", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "epsilon" in err
+    assert "Traceback" not in err
+    if eps == "8":
+        assert "8/255" in err
+    assert not out.exists()
+
+
+def test_unparsable_epsilon_is_a_usage_error(tiny, tmp_path, capsys):
+    src, _ = tiny
+    assert main(["protect", "--data", str(src), "--epsilon", "eight", "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "8/255" in err and "Traceback" not in err
+
+
+def test_existing_output_is_refused_without_overwrite(tiny, tmp_path, capsys):
+    src, _ = tiny
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["protect", "--data", str(src), "--method", "random", "--output", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--overwrite" in err
+    assert (out / "keep.txt").read_text() == "mine"
+    assert main(["protect", "--data", str(src), "--method", "random", "--output", str(out), "--overwrite",
+                 "-q"]) == 0
+    assert not (out / "keep.txt").exists()
+    assert len(datasets.load_from_disk(str(out))) == 16
+    assert _leftovers(tmp_path) == []
+
+
+def test_unknown_method_leaves_no_output(tiny, tmp_path, capsys):
+    src, _ = tiny
+    out = tmp_path / "new" / "out"
+    assert main(["protect", "--data", str(src), "--method", "nope", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nope" in err and "Traceback" not in err
+    assert not out.exists() and not out.parent.exists()
+
+
+def test_failure_inside_map_leaves_no_output(tiny, tmp_path, capsys):
+    src, _ = tiny
+    out = tmp_path / "new" / "out"
+    # the label column is not an image column: the transform fails inside Dataset.map, after the temp dir exists
+    assert main(["protect", "--data", str(src), "--method", "random", "--image-column", "label",
+                 "--output", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "row 0" in err and "Traceback" not in err
+    assert not out.exists() and not out.parent.exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_bad_inputs_are_clean_errors(tiny, tmp_path, capsys):
+    src, _ = tiny
+    cases = [
+        ["protect", "--data", str(tmp_path / "missing"), "--method", "random", "--output", str(tmp_path / "o")],
+        ["protect", "--data", str(src), "--method", "random", "--option", "steps", "--output", str(tmp_path / "o")],
+        ["protect", "--data", str(src), "--method", "random", "--option", "bogus=1", "--output", str(tmp_path / "o")],
+        ["protect", "--data", str(src), "--noise", str(tmp_path), "--output", str(tmp_path / "o")],
+        ["craft", "--data", str(src), "--method", "random", "--mode", "classwise", "--output", str(tmp_path / "o")],
+        ["evaluate", "--protected", str(src), "--test", str(src), "--mix", "0.5"],
+        ["evaluate", "--protected", str(src), "--test", str(src), "--defences", "blur"],
+    ]
+    for argv in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err, (argv, err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_parse_helpers():
+    assert parse_epsilon("8/255") == pytest.approx(8 / 255)
+    assert parse_epsilon("0.03") == pytest.approx(0.03)
+    assert parse_options(["steps=10", "random_start=true", "mode=classwise", "step_size=0.8/255", "x=null",
+                          "lr=0.05", "name=a=b"]) == {
+        "steps": 10, "random_start": True, "mode": "classwise", "step_size": pytest.approx(0.8 / 255), "x": None,
+        "lr": 0.05, "name": "a=b"}
+
+
+def test_craft_then_protect_with_noise_then_evaluate(tiny, tmp_path, capsys):
+    src, original = tiny
+    noise_dir, out = tmp_path / "noise", tmp_path / "prot"
+    fast = ["--option", "min_iters=1", "--option", "max_iters=1", "--option", "train_steps=1",
+            "--option", "batch_size=16"]
+    assert main(["craft", "--data", str(src), "--method", "em", "--mode", "classwise", *fast,
+                 "--output", str(noise_dir), "-q"]) == 0
+    cfg = json.loads((noise_dir / "config.json").read_text())
+    assert cfg["kind"] == "classwise" and cfg["epsilon_255"] == "8/255"
+    assert (noise_dir / "noise.safetensors").exists()
+    # the same output again is refused before any crafting
+    assert main(["craft", "--data", str(src), "--output", str(noise_dir), "-q"]) == 2
+    assert main(["protect", "--data", str(src), "--noise", str(noise_dir), "--output", str(out), "-q"]) == 0
+    prot = datasets.load_from_disk(str(out))
+    for a, b in zip(original["img"], prot.cast_column("img", datasets.Image(decode=False))["img"]):
+        assert np.abs(_pixels(a) - _pixels(b)).max() <= EPS_LEVELS
+    capsys.readouterr()
+    report_json, report_md = tmp_path / "r" / "report.json", tmp_path / "r" / "report.md"
+    assert main(["evaluate", "--protected", str(out), "--test", str(src), "--clean", str(src), "--mix", "1.0", "0.5",
+                 "--epochs", "1", "--json", str(report_json), "--markdown", str(report_md), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "clean-only control" in printed
+    rows = json.loads(report_json.read_text())["rows"]
+    assert {r["train_set"] for r in rows} == {"clean", "protected", "mix", "clean-only control"}
+    assert report_md.read_text().strip() == printed.strip()
