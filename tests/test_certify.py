@@ -69,3 +69,60 @@ def test_bad_arguments_are_protection_errors():
         _check(1.5, 0.25, 10, 0.99, [0.1])
     with pytest.raises(ProtectionError, match="sigma="):
         _check(0.9, 0.0, 10, 0.99, [0.1])
+
+
+def _tiny_disk_dataset(tmp_path, n=40, seed=0):
+    import datasets
+
+    from hf_unlearnable._images import encode_png
+
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 4
+    # class-dependent brightness so a 1-epoch model is above chance
+    imgs = [np.clip(rng.integers(0, 60, (32, 32, 3)) + 50 * y, 0, 255).astype(np.uint8) for y in labels]
+    ds = datasets.Dataset.from_dict(
+        {"img": [encode_png(a) for a in imgs], "label": labels.tolist()},
+        features=datasets.Features(img=datasets.Image(), label=datasets.ClassLabel(names=list("abcd"))))
+    path = tmp_path / "tiny"
+    ds.save_to_disk(str(path))
+    return str(path)
+
+
+def test_cli_certify_and_recover(tmp_path, capsys):
+    import json
+
+    from hf_unlearnable.cli import main
+
+    data = _tiny_disk_dataset(tmp_path)
+    out = tmp_path / "cert.json"
+    assert main(["certify", "--protected", data, "--test", data, "--test-split", "train", "--epochs", "1",
+                 "--n", "20", "--sigma", "0.01", "--etas", "0", "0.001", "--json", str(out), "-q"]) == 0
+    cert = json.loads(out.read_text())
+    assert cert["n"] == 20 and len(cert["accuracies"]) == 20
+    assert [e["eta"] for e in cert["entries"]] == [0.0, 0.001]
+    assert "certified learnability" in capsys.readouterr().out
+    rec = tmp_path / "rec.json"
+    assert main(["recover", "--protected", data, "--clean", data, "--clean-split", "train", "--test", data,
+                 "--test-split", "train", "--epochs", "1", "--etas", "0.5", "1.0", "--recover-epochs", "1",
+                 "--json", str(rec), "-q"]) == 0
+    curve = json.loads(rec.read_text())["curve"]
+    assert [p["eta"] for p in curve] == [0.5, 1.0]
+    assert all(0 <= p["test_accuracy"] <= 1 for p in curve)
+
+
+def test_recover_keeps_weights_on_the_sphere(tmp_path):
+    """After fine-tuning, theta is at L2 distance exactly eta from theta-hat (projection after every step)."""
+    import copy
+
+    from hf_unlearnable.certify import project_to_sphere
+    from hf_unlearnable.training import TrainConfig, fit
+
+    model = build("convnet", 4, 4)
+    anchor = [p.detach().clone() for p in model.parameters()]
+    params = list(model.parameters())
+    x = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8)
+    y = torch.arange(32) % 4
+    fit(model, x, y, TrainConfig(epochs=1, batch_size=8, lr=0.01), progress=False, schedule="cosine",
+        after_step=lambda: project_to_sphere(params, anchor, 0.3))
+    dist = torch.sqrt(sum(((p.detach() - a) ** 2).sum() for p, a in zip(params, anchor)))
+    assert abs(float(dist) - 0.3) < 1e-4
