@@ -81,6 +81,10 @@ def find_batch_columns(batch: dict, image_column: str | None, label_column: str 
                        need_label: bool) -> tuple[str, str | None]:
     """The same choice inside Dataset.map, where only the batch's values are visible."""
     cols = list(batch)
+    # Inside Dataset.map the batch knows its features: read them rather than the values, so that finding the image
+    # column does not make datasets decode (and maybe fail on) every image before we can name a bad row, and so
+    # that a ClassLabel column is found as in find_columns (craft and protect(noise=) then agree on the labels).
+    features = getattr(getattr(batch, "formatter", None), "features", None)
     if image_column is None:
         import PIL.Image
 
@@ -88,7 +92,9 @@ def find_batch_columns(batch: dict, image_column: str | None, label_column: str 
             v = values[0] if len(values) else None
             return isinstance(v, PIL.Image.Image) or (isinstance(v, dict) and "bytes" in v and "path" in v)
 
-        images = [c for c in cols if looks_like_image(batch[c])]
+        images = [c for c in cols if features is not None and _is_image_feature(features.get(c))]
+        if not images:
+            images = [c for c in cols if looks_like_image(batch[c])]
         if len(images) != 1:
             raise ProtectionError(
                 f"cannot tell which column holds the images (found {images or 'none'} among {cols}); "
@@ -98,13 +104,15 @@ def find_batch_columns(batch: dict, image_column: str | None, label_column: str 
     elif image_column not in batch:
         raise ProtectionError(f"image_column={image_column!r} is not a column; the columns are {cols}.")
     if label_column is None and need_label:
+        class_cols = [c for c in cols if features is not None and type(features.get(c)).__name__ == "ClassLabel"]
         named = [c for c in cols if c in LABEL_NAMES]
-        if len(named) != 1:
+        pick = class_cols if len(class_cols) == 1 else named
+        if len(pick) != 1:
             raise ProtectionError(
-                f"no label column found among {cols} (looked for {list(LABEL_NAMES)}); this method needs labels: "
-                "pass protect(..., label_column='...')."
+                f"no label column found among {cols} (looked for a ClassLabel column or one of {list(LABEL_NAMES)}); "
+                "this method needs labels: pass protect(..., label_column='...')."
             )
-        label_column = named[0]
+        label_column = pick[0]
     elif label_column is not None and label_column not in batch:
         raise ProtectionError(f"label_column={label_column!r} is not a column; the columns are {cols}.")
     return image_column, label_column

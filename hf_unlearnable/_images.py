@@ -51,27 +51,34 @@ def _row_name(position: int, indices: Sequence[int] | None) -> str:
     return f"row {position} of this batch (map with with_indices=True to get dataset row numbers)"
 
 
+def open_image_cell(value: dict, column: str, position: int, indices: Sequence[int] | None = None) -> PIL.Image.Image:
+    """Open and load a raw {'bytes', 'path'} image cell, or raise a ProtectionError naming the row."""
+    where = f"column {column!r}, {_row_name(position, indices)}"
+    try:
+        if value.get("bytes") is not None:
+            img = PIL.Image.open(io.BytesIO(value["bytes"]))
+        elif value.get("path"):
+            img = PIL.Image.open(value["path"])
+        else:
+            raise ProtectionError(f"{where}: the image cell is empty (no bytes, no path). Drop or fix that row.")
+        img.load()
+    except ProtectionError:
+        raise
+    except Exception as exc:  # PIL raises many types for corrupt files
+        raise ProtectionError(
+            f"{where}: the image bytes cannot be decoded ({type(exc).__name__}: {exc}). "
+            "Re-encode or drop that row, e.g. ds.filter(...) before protecting."
+        ) from None
+    return img
+
+
 def decode_image(value: Any, column: str, position: int, indices: Sequence[int] | None = None) -> np.ndarray:
     """Decode one cell of an image column to a uint8 HxWx3 array, or raise a ProtectionError naming the row."""
     where = f"column {column!r}, {_row_name(position, indices)}"
     if isinstance(value, PIL.Image.Image):
         img = value
     elif isinstance(value, dict) and ("bytes" in value or "path" in value):
-        try:
-            if value.get("bytes") is not None:
-                img = PIL.Image.open(io.BytesIO(value["bytes"]))
-            elif value.get("path"):
-                img = PIL.Image.open(value["path"])
-            else:
-                raise ProtectionError(f"{where}: the image cell is empty (no bytes, no path). Drop or fix that row.")
-            img.load()
-        except ProtectionError:
-            raise
-        except Exception as exc:  # PIL raises many types for corrupt files
-            raise ProtectionError(
-                f"{where}: the image bytes cannot be decoded ({type(exc).__name__}: {exc}). "
-                "Re-encode or drop that row, e.g. ds.filter(...) before protecting."
-            ) from None
+        img = open_image_cell(value, column, position, indices)
     elif isinstance(value, np.ndarray):
         img = None
         arr = value

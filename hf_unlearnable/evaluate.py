@@ -162,8 +162,12 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
         if r == 1.0:
             runs.append(("protected", 1.0, P.images, P.labels))
             continue
+        k = int(round(r * n))
+        if k == 0 or k == n:
+            raise ProtectionError(f"mix ratio {r} of {n} rows protects {k} rows: the mix or its clean-only control "
+                                  "would be empty. Use a ratio that leaves rows on both sides, or 1.0.")
         chosen = np.zeros(n, dtype=bool)
-        chosen[order[:int(round(r * n))]] = True
+        chosen[order[:k]] = True
         images = np.where(chosen[:, None, None, None], P.images, C.images)
         runs.append(("mix", r, images, P.labels))
         runs.append(("clean-only control", r, C.images[~chosen], C.labels[~chosen]))

@@ -175,11 +175,12 @@ class Noise:
                 tensors["ids"] = _encode_ids(self.ids)
             save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "hf_unlearnable.noise"})
             (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True))
-            if target.exists():
-                for name in (CONFIG_NAME, WEIGHTS_NAME):
-                    (target / name).unlink(missing_ok=True)
-                for f in tmp.iterdir():
-                    os.replace(f, target / f.name)
+            os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a saved artefact is for sharing
+            if target.exists():  # swap whole directories, so a crash never leaves a half-written one
+                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+                os.replace(target, old / "x")
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, target)
         finally:

@@ -9,17 +9,40 @@ config + safetensors bytes), so datasets computes the same fingerprint for the s
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import numpy as np
 
 from ._data import check_labels, find_batch_columns, row_ids
-from ._images import apply_delta, apply_steps, check_epsilon, decode_images, encode_png, epsilon_levels, group_by_shape
+from ._images import (apply_delta, apply_steps, check_epsilon, decode_images, encode_png, epsilon_levels,
+                      group_by_shape, open_image_cell)
 from .errors import ProtectionError
 from .methods import get_method
 from .noise import Noise
 
 DEFAULT_EPSILON = 8 / 255
+
+# Dataset.map(num_proc=N) forks workers. If torch already ran its OpenMP thread pool in the parent (crafting,
+# an earlier map), torch in a forked child deadlocks; each worker is its own process, so it runs torch on one thread.
+_FORKED = False
+
+
+def _mark_forked() -> None:
+    global _FORKED
+    _FORKED = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_mark_forked)
+
+
+def _torch_after_fork() -> None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if _FORKED and torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 class ProtectTransform:
@@ -81,7 +104,7 @@ class ProtectTransform:
         method = self._get_method() if self.noise is None else None
         need_label = (self.noise is not None and self.noise.kind == "classwise") or bool(method and method.uses_labels)
         img_col, lab_col = find_batch_columns(batch, self.image_column, self.label_column, need_label)
-        images = decode_images(batch[img_col], img_col, indices)
+        images = decode_images(_image_cells(batch, img_col, indices), img_col, indices)
         if not images:
             return {img_col: []}
         labels = None
@@ -95,6 +118,7 @@ class ProtectTransform:
             for i, (img, st) in enumerate(zip(images, steps)):
                 out[i] = apply_steps(img, st)
         else:
+            _torch_after_fork()
             for _, pos in group_by_shape(images).items():
                 stack = np.stack([images[i] for i in pos])
                 delta = method.perturb(stack, None if labels is None else labels[pos], [ids[i] for i in pos])
@@ -107,6 +131,25 @@ class ProtectTransform:
             if np.abs(new.astype(np.int16) - img.astype(np.int16)).max() > k:
                 raise RuntimeError("internal error: a protected image exceeds its epsilon budget")
         return {img_col: [encode_png(a) for a in out]}
+
+
+def _image_cells(batch: dict, column: str, indices: Sequence[int] | None) -> list:
+    """The image cells of a batch. When datasets itself cannot decode one (corrupt bytes), name its row."""
+    try:
+        values = batch[column]
+    except ProtectionError:
+        raise
+    except Exception as exc:
+        table = getattr(batch, "pa_table", None)
+        if table is not None and column in table.column_names:
+            for i, cell in enumerate(table.column(column).to_pylist()):
+                if isinstance(cell, dict):
+                    open_image_cell(cell, column, i, indices)   # raises a ProtectionError naming the bad row
+        raise ProtectionError(f"column {column!r}: the images of this batch cannot be decoded "
+                              f"({type(exc).__name__}: {exc}). Re-encode or drop the bad rows.") from None
+    if not isinstance(values, (list, tuple)):
+        raise ProtectionError("protect(...) transforms whole batches: call ds.map(protect(...), batched=True).")
+    return values
 
 
 def _freeze_options(cfg) -> dict:

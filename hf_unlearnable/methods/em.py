@@ -276,7 +276,10 @@ class ErrorMinimizing(Method):
             if cfg.random_start:
                 g = torch.Generator().manual_seed(cfg.seed)
                 delta = (torch.rand(delta.shape, generator=g) * 2 - 1) * cfg.epsilon
-        ckpt = _Checkpoint(checkpoint_dir, {"method": self.name, **self.config.to_dict()},
+        # Stopping options may change between runs (extend a run with more rounds); everything else must match.
+        ckpt = _Checkpoint(checkpoint_dir, {"method": self.name, **{k: v for k, v in self.config.to_dict().items()
+                                                                   if k not in ("min_iters", "max_iters",
+                                                                                "stop_error")}},
                            _fingerprint(data.ids, data.labels))
         start_iter, cursor, history = 0, 0, []
         resumed = ckpt.load()
@@ -296,7 +299,7 @@ class ErrorMinimizing(Method):
             d = delta[idx] if cfg.mode == "samplewise" else delta[labels[idx]]
             return (x + d.to(dev)).clamp(0, 1), y
 
-        done = bool(history) and history[-1].get("stopped", False)
+        done = bool(history) and history[-1].get("stopped", False) and len(history) >= cfg.min_iters
         bar = tqdm(total=cfg.max_iters, initial=start_iter, desc=f"{self.name} {cfg.mode} min-min", unit="round")
         it = start_iter
         while not done and it < cfg.max_iters:

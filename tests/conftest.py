@@ -1,0 +1,291 @@
+"""Shared fixtures: tiny in-memory / on-disk image datasets, the bundled CIFAR-10 slice, fast method options,
+and the list of "protection cases" (every registered method x every way of applying it) that the invariant
+suite in test_transform.py runs over.
+
+The datasets cache and the Hub home point at a temporary directory for the whole session, and the Hub is offline:
+no test reads or writes the user's ~/.cache, and none touches the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import signal
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+# Before anything imports `datasets` (it reads these at import time).
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="hf_unlearnable-tests-"))
+os.environ["HF_DATASETS_CACHE"] = str(_SESSION_TMP / "datasets-cache")
+os.environ["HF_HOME"] = str(_SESSION_TMP / "hf-home")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Idle OpenMP threads sleep instead of spinning: on a busy, shared 2-core machine spinning threads starve the one
+# doing the work and small torch calls get 10-30x slower (measured). Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import PIL.Image  # noqa: E402
+import pytest  # noqa: E402
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+N_ROWS = 40  # 4 per class
+
+# Options that make `craft(ds, name, ...)` quick on tiny data. A method not listed here is crafted with its
+# defaults: add it here when that is slow.
+FAST_OPTIONS: dict[str, dict] = {
+    "em": dict(max_iters=1, min_iters=1, steps=2, train_steps=2, batch_size=64, surrogate_width=8),
+    # turn_on_robust=0: the robust (weight-noise) steps run from the first round, so they are exercised too
+    "pue": dict(max_iters=1, min_iters=1, steps=1, train_steps=2, batch_size=64, surrogate_width=8, avgtimes=1,
+                avgtimes_perturb=1, robust_noise=0.1, robust_noise_step=0.05, turn_on_robust=0),
+}
+
+# Options for the per-batch form `protect(method=name, ...)` on tiny data. Methods whose config has a `surrogate`
+# field also get a tiny, randomly initialised surrogate (see `batch_options`), so the suite does not depend on the
+# bundled default surrogate (tested on its own in tests/methods/test_em.py).
+PER_BATCH_OPTIONS: dict[str, dict] = {
+    "em": dict(steps=3),
+}
+
+# Crafting modes to cover, for methods that have a `mode` option.
+CRAFT_MODES: dict[str, list[str]] = {
+    "em": ["classwise", "samplewise"],
+}
+
+# Per-batch methods whose output legitimately depends on how rows are grouped into batches (the design allows
+# "batch-coupled" methods: bytes then depend on the batch partition, not only on row ids). Every other per-batch
+# method must give the same bytes for any batch_size and num_proc.
+BATCH_COUPLED: dict[str, str] = {}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Protection cases: every registered method, per batch (when it has that form) and through craft() + noise.
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Case:
+    method: str
+    form: str                 # "per-batch" | "craft"
+    mode: str | None = None   # craft(..., mode=...) for methods that have modes
+
+    @property
+    def id(self) -> str:
+        return f"{self.method}-{self.form}" + (f"-{self.mode}" if self.mode else "")
+
+
+def protection_cases() -> list[Case]:
+    from hf_unlearnable.methods import METHODS
+
+    cases = []
+    for name, cls in sorted(METHODS.items()):
+        if cls.per_batch:
+            cases.append(Case(name, "per-batch"))
+        for mode in CRAFT_MODES.get(name, [None]):
+            cases.append(Case(name, "craft", mode))
+    return cases
+
+
+def pytest_generate_tests(metafunc):
+    if "case" in metafunc.fixturenames:
+        cases = protection_cases()
+        if "per_batch_only" in metafunc.fixturenames:
+            cases = [c for c in cases if c.form == "per-batch"]
+        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+
+
+@pytest.fixture
+def per_batch_only():
+    """Marker fixture: restricts the `case` parametrisation to per-batch forms."""
+    return True
+
+
+@pytest.fixture(scope="session")
+def tiny_surrogate_dir(tmp_path_factory) -> str:
+    """A small, randomly initialised 10-class ConvNet saved as config.json + model.safetensors."""
+    import torch
+
+    from hf_unlearnable.surrogates import Surrogate, SurrogateConfig
+
+    torch.manual_seed(0)
+    sur = Surrogate(SurrogateConfig(arch="convnet", width=8, num_classes=10, class_names=CLASS_NAMES))
+    path = tmp_path_factory.mktemp("surrogate") / "tiny"
+    sur.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def batch_options(tiny_surrogate_dir):
+    """name -> options for protect(method=name, ...) that are fast on tiny data."""
+    from hf_unlearnable.methods import METHODS
+
+    def options(name: str) -> dict:
+        opts = dict(PER_BATCH_OPTIONS.get(name, {}))
+        if "surrogate" in METHODS[name].config_class.__dataclass_fields__:
+            opts.setdefault("surrogate", tiny_surrogate_dir)
+        return opts
+
+    return options
+
+
+def craft_options(case: Case) -> dict:
+    opts = dict(FAST_OPTIONS.get(case.method, {}))
+    if case.mode is not None:
+        opts["mode"] = case.mode
+    return opts
+
+
+_NOISE_CACHE: dict = {}
+
+
+def protect_with(case: Case, ds, *, epsilon: float = 8 / 255, seed: int = 0, batch_size: int = 16,
+                 num_proc: int | None = None, batch_options=None, fresh: bool = False):
+    """Apply one protection case to `ds` with Dataset.map; crafted noise is reused unless `fresh`."""
+    from hf_unlearnable import craft, protect
+
+    if case.form == "per-batch":
+        transform = protect(method=case.method, epsilon=epsilon, seed=seed, **batch_options(case.method))
+    else:
+        key = (case, epsilon, seed, ds._fingerprint)
+        noise = None if fresh else _NOISE_CACHE.get(key)
+        if noise is None:
+            noise = craft(ds, case.method, epsilon=epsilon, seed=seed, **craft_options(case))
+            if not fresh:
+                _NOISE_CACHE[key] = noise
+        transform = protect(noise=noise)
+    with deadline(180 if num_proc else None, f"map(num_proc={num_proc})"):
+        return ds.map(transform, batched=True, batch_size=batch_size, num_proc=num_proc, with_indices=True,
+                      load_from_cache_file=False)
+
+
+@contextlib.contextmanager
+def deadline(seconds: int | None, what: str):
+    """Turn a hang (e.g. a deadlocked map(num_proc=...) worker) into a test failure after `seconds`."""
+    if not seconds or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise TimeoutError(f"{what} did not finish within {seconds} s: hung?")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tiny datasets
+# ---------------------------------------------------------------------------------------------------------------
+def png_cell(arr: np.ndarray, mode: str | None = None) -> dict:
+    buf = io.BytesIO()
+    PIL.Image.fromarray(arr, mode=mode).save(buf, format="PNG")
+    return {"bytes": buf.getvalue(), "path": None}
+
+
+def tiny_images(n: int = N_ROWS, seed: int = 0, size: int = 32) -> list[np.ndarray]:
+    """Distinct uint8 HxWx3 images: random texture, with saturated (0 and 255) bands so clipping is exercised."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        if i % 3 == 0:
+            img[: size // 4] = 0
+        elif i % 3 == 1:
+            img[: size // 4] = 255
+        out.append(img)
+    return out
+
+
+def build_dataset(images=None, labels=None, *, n: int = N_ROWS, seed: int = 0, image_column: str = "img",
+                  label_column: str | None = "label", extra_columns: bool = True, label_feature=None):
+    """A datasets.Dataset with an Image column, a ClassLabel column and two extra columns."""
+    from datasets import ClassLabel, Dataset, Features, Image, Value
+
+    if images is None:
+        images = tiny_images(n, seed)
+    n = len(images)
+    cells = [img if isinstance(img, dict) else png_cell(img) for img in images]
+    data = {image_column: cells}
+    feats = {image_column: Image()}
+    if label_column is not None:
+        data[label_column] = list(labels) if labels is not None else [i % 10 for i in range(n)]
+        feats[label_column] = label_feature if label_feature is not None else ClassLabel(names=CLASS_NAMES)
+    if extra_columns:
+        data["caption"] = [f"a photo, row {i}" for i in range(n)]
+        data["extra"] = [1000 - 7 * i for i in range(n)]
+        feats["caption"] = Value("string")
+        feats["extra"] = Value("int64")
+    return Dataset.from_dict(data, features=Features(feats))
+
+
+@pytest.fixture
+def tiny_ds():
+    """40 rows (4 per class) of distinct 32x32 RGB PNG images + label (ClassLabel) + caption + extra, in memory."""
+    return build_dataset()
+
+
+@pytest.fixture
+def make_ds():
+    """Factory for custom tiny datasets: make_ds(images=..., labels=..., label_column=..., ...)."""
+    return build_dataset
+
+
+@pytest.fixture
+def disk_ds(tmp_path):
+    """The tiny dataset saved with save_to_disk and loaded back (memory-mapped; map() writes cache files)."""
+    import datasets
+
+    path = tmp_path / "tiny_on_disk"
+    build_dataset().save_to_disk(str(path))
+    return datasets.load_from_disk(str(path))
+
+
+@pytest.fixture(scope="session")
+def cifar_slice():
+    """200 rows of the bundled pixel-exact CIFAR-10 slice (20 per class), in its Hub schema (img, label)."""
+    from hf_unlearnable.data import load_cifar10
+
+    train = load_cifar10("train")
+    labels = np.asarray(train["label"])
+    idx = np.sort(np.concatenate([np.flatnonzero(labels == k)[:20] for k in range(10)]))
+    return train.select(idx).flatten_indices()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading what a dataset really stores
+# ---------------------------------------------------------------------------------------------------------------
+def stored_cells(ds, column: str = "img") -> list[dict]:
+    """The raw {'bytes', 'path'} cells of an Image column, in row order (no decoding by datasets)."""
+    from datasets import Image
+
+    return ds.cast_column(column, Image(decode=False))[column]
+
+
+def decode_bytes(data: bytes) -> np.ndarray:
+    img = PIL.Image.open(io.BytesIO(data))
+    img.load()
+    assert img.mode == "RGB", img.mode
+    return np.asarray(img)
+
+
+def stored_arrays(ds, column: str = "img") -> list[np.ndarray]:
+    return [decode_bytes(c["bytes"]) for c in stored_cells(ds, column)]
+
+
+def stored_digest(ds, column: str = "img") -> str:
+    h = hashlib.sha256()
+    for c in stored_cells(ds, column):
+        h.update(c["bytes"])
+    return h.hexdigest()
