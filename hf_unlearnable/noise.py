@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from ._artefacts import CONFIG_NAME, atomic_dir, open_artefact
 from ._images import check_epsilon, epsilon_levels
 from .errors import ProtectionError
 
-CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "noise.safetensors"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 KINDS = ("classwise", "samplewise")
 
 
@@ -166,44 +163,20 @@ class Noise:
         """Write config.json + noise.safetensors atomically (a temp dir renamed into place)."""
         from safetensors.numpy import save_file
 
-        target = Path(save_directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
+        with atomic_dir(save_directory) as tmp:
             tensors = {"steps": np.ascontiguousarray(self.steps)}
             if self.ids is not None:
                 tensors["ids"] = _encode_ids(self.ids)
             save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "hf_unlearnable.noise"})
             (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True))
-            os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a saved artefact is for sharing
-            if target.exists():  # swap whole directories, so a crash never leaves a half-written one
-                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-                os.replace(target, old / "x")
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return target
+        return Path(save_directory)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "Noise":
         """Load from a local directory holding config.json + noise.safetensors; never unpickles anything."""
         from safetensors.numpy import load_file
 
-        folder = Path(path)
-        if not folder.is_dir():
-            raise ProtectionError(f"{str(path)!r} is not a directory with {CONFIG_NAME} and {WEIGHTS_NAME}.")
-        if not (folder / WEIGHTS_NAME).exists():
-            pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-            hint = (f" It holds pickle files {pickles}, which are never loaded (they can run code); ask the "
-                    "publisher for a safetensors export.") if pickles else ""
-            raise ProtectionError(f"{str(path)!r} has no {WEIGHTS_NAME}.{hint}")
-        try:
-            cfg_dict = json.loads((folder / CONFIG_NAME).read_text())
-        except FileNotFoundError:
-            raise ProtectionError(f"{str(path)!r} has no {CONFIG_NAME}.") from None
+        folder, cfg_dict = open_artefact(path, WEIGHTS_NAME, "noise")
         known = set(NoiseConfig.__dataclass_fields__)
         cfg = NoiseConfig(**{k: v for k, v in cfg_dict.items() if k in known})
         tensors = load_file(str(folder / WEIGHTS_NAME))

@@ -9,20 +9,17 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .._artefacts import CONFIG_NAME, atomic_dir, open_artefact
 from ..errors import ProtectionError
 from .nets import ARCHITECTURES, build
 
-CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 DEFAULT_DIR = Path(__file__).parent / "default"
 
 
@@ -59,39 +56,25 @@ class Surrogate(torch.nn.Module):
         return self.model(x)
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        """Write config.json + model.safetensors atomically."""
         from safetensors.torch import save_file
 
         from .. import __version__
 
-        target = Path(save_directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
+        with atomic_dir(save_directory) as tmp:
             cfg = asdict(self.config)
             cfg["library_version"] = cfg["library_version"] or __version__
             state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "arch": self.config.arch})
             (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
-            target.mkdir(exist_ok=True)
-            for f in tmp.iterdir():
-                os.replace(f, target / f.name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return target
+        return Path(save_directory)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "Surrogate":
         """Load config.json + model.safetensors from a local directory; pickle files are refused."""
         from safetensors.torch import load_file
 
-        folder = Path(path)
-        if not folder.is_dir():
-            raise ProtectionError(f"surrogate {str(path)!r} is not a directory with {CONFIG_NAME} + {WEIGHTS_NAME}.")
-        if not (folder / WEIGHTS_NAME).exists():
-            pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-            hint = f" Pickle files {pickles} are never loaded (they can run code)." if pickles else ""
-            raise ProtectionError(f"surrogate {str(path)!r} has no {WEIGHTS_NAME}.{hint}")
-        cfg_dict = json.loads((folder / CONFIG_NAME).read_text())
+        folder, cfg_dict = open_artefact(path, WEIGHTS_NAME, "surrogate")
         known = set(SurrogateConfig.__dataclass_fields__)
         config = SurrogateConfig(**{k: v for k, v in cfg_dict.items() if k in known})
         sur = cls(config, name_or_path=str(path))
