@@ -22,22 +22,34 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 @contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder; on success it replaces `target` whole, on failure it is removed."""
+    """Yield a temporary sibling folder; on success it replaces `target` whole, on failure it is removed.
+
+    A reader sees the old folder or the complete new one, never a half-written one; on failure, parent folders
+    this call created are removed again (only if still empty).
+    """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    parent = target.parent
+    created = [p for p in reversed([parent, *parent.parents]) if not p.exists()]
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
     try:
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a saved artefact is for sharing
-        if target.exists():  # swap whole folders, so a crash never leaves a half-written one
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        if target.exists():  # swap whole folders
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
             os.replace(target, old / "x")
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
-    finally:
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for p in reversed(created):  # deepest first
+            try:
+                p.rmdir()
+            except OSError:
+                pass
+        raise
 
 
 def open_artefact(path: str | os.PathLike, weights_name: str, what: str) -> tuple[Path, dict]:

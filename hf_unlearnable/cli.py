@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from ._artefacts import atomic_dir
 from .errors import ProtectionError
 
 logger = logging.getLogger("hf_unlearnable.cli")
@@ -150,36 +151,6 @@ def check_output(output: str, overwrite: bool) -> Path:
     if target.exists() and not target.is_dir():
         raise ProtectionError(f"--output {output!r} exists and is not a folder; remove it or choose another path.")
     return target
-
-
-@contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a fresh temporary sibling folder; on success it replaces `target`, on failure it is removed.
-
-    Nothing is ever left half-written at `target`: a reader sees the old folder or the complete new one.
-    """
-    parent = target.parent
-    created = []
-    for p in reversed([parent, *parent.parents]):
-        if not p.exists():
-            created.append(p)
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
-    try:
-        yield tmp
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
-            os.replace(target, old / "x")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for p in reversed(created):  # deepest first; only folders this call made, and only if still empty
-            with contextlib.suppress(OSError):
-                p.rmdir()
-        raise
 
 
 def write_text_atomic(path: str, text: str) -> None:
