@@ -2,8 +2,9 @@
 and the list of "protection cases" (every registered method x every way of applying it) that the invariant
 suite in test_transform.py runs over.
 
-The datasets cache and the Hub home point at a temporary directory for the whole session, and the Hub is offline:
-no test reads or writes the user's ~/.cache, and none touches the network.
+The datasets cache and the Hub home point at a temporary directory for the whole session, and the Hub is the
+project's loopback server (tests/hub_server.py): no test reads or writes the user's ~/.cache, and no test can
+connect anywhere but 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -22,8 +23,28 @@ from pathlib import Path
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="hf_unlearnable-tests-"))
 os.environ["HF_DATASETS_CACHE"] = str(_SESSION_TMP / "datasets-cache")
 os.environ["HF_HOME"] = str(_SESSION_TMP / "hf-home")
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_DATASETS_OFFLINE"] = "1"
+# The Hub is the project's own loopback server (tests/hub_server.py), started here, before anything imports
+# huggingface_hub or datasets: both freeze HF_ENDPOINT at import. The clients are real and online, but every Hub
+# call lands on 127.0.0.1, and _guard_network() below refuses any connection that is not loopback.
+from tests import hub_server as _hub_server  # noqa: E402  (standard library only)
+
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_TOKEN_PATH", "HUGGING_FACE_HUB_TOKEN"):
+    os.environ.pop(_var, None)
+HUB_TOKENS = {  # user -> token; random per session so the token-leak scan cannot match by accident
+    "alice": f"hf_alice_write_{os.urandom(8).hex()}",
+    "alice-read": f"hf_alice_read_{os.urandom(8).hex()}",
+    "bob": f"hf_bob_write_{os.urandom(8).hex()}",
+}
+HUB_SERVER = _hub_server.make_server(
+    "127.0.0.1", 0, _SESSION_TMP / "hub-data",
+    {HUB_TOKENS["alice"]: ("alice", "write"), HUB_TOKENS["alice-read"]: ("alice", "read"),
+     HUB_TOKENS["bob"]: ("bob", "write")},
+    log_path=_SESSION_TMP / "hub-requests.log")
+_hub_server.start_in_thread(HUB_SERVER)
+os.environ["HF_ENDPOINT"] = HUB_SERVER.url
+os.environ["HF_HUB_DISABLE_XET"] = "1"          # the server speaks git-LFS, not Xet (hub-server.md §6.1)
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_TOKEN"] = HUB_TOKENS["alice"]    # the "logged-in" user; tests pass token=False for anonymous calls
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Idle OpenMP threads sleep instead of spinning: on a busy, shared 2-core machine spinning threads starve the one
 # doing the work and small torch calls get 10-30x slower (measured). Must be set before torch is imported.
@@ -65,7 +86,61 @@ BATCH_COUPLED: dict[str, str] = {}
 
 
 def pytest_sessionfinish(session, exitstatus):
+    HUB_SERVER.shutdown()
+    HUB_SERVER.server_close()
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+
+
+def _guard_network() -> None:
+    """Refuse every socket connection that is not loopback or a Unix socket: no test can reach the internet."""
+    import socket
+
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def allowed(sock, address) -> bool:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return True
+        host = address[0] if isinstance(address, tuple) else address
+        return host in ("127.0.0.1", "::1", "localhost") or str(host).startswith("127.")
+
+    def connect(sock, address):
+        if not allowed(sock, address):
+            raise ConnectionRefusedError(f"tests may only connect to loopback, not {address!r} (tests/conftest.py)")
+        return real_connect(sock, address)
+
+    def connect_ex(sock, address):
+        if not allowed(sock, address):
+            raise ConnectionRefusedError(f"tests may only connect to loopback, not {address!r} (tests/conftest.py)")
+        return real_connect_ex(sock, address)
+
+    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
+
+
+_guard_network()
+
+
+@pytest.fixture(scope="session")
+def hub():
+    """The loopback Hub: `hub.url`, `hub.tokens` (alice / alice-read / bob), `hub.api(user)`, `hub.log_path`."""
+    return _Hub()
+
+
+class _Hub:
+    url = HUB_SERVER.url
+    tokens = HUB_TOKENS
+    server = HUB_SERVER
+    log_path = _SESSION_TMP / "hub-requests.log"
+    data_dir = _SESSION_TMP / "hub-data"
+    session_dir = _SESSION_TMP
+
+    def api(self, user: str | None = "alice"):
+        from huggingface_hub import HfApi
+
+        return HfApi(endpoint=self.url, token=self.tokens[user] if user else False)
+
+    def repo_id(self, name: str, user: str = "alice") -> str:
+        """A fresh repo id for this session (tests share one server)."""
+        return f"{user.split('-')[0]}/{name}-{os.urandom(4).hex()}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
