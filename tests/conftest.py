@@ -65,6 +65,8 @@ FAST_OPTIONS: dict[str, dict] = {
     # turn_on_robust=0: the robust (weight-noise) steps run from the first round, so they are exercised too
     "pue": dict(max_iters=1, min_iters=1, steps=1, train_steps=2, batch_size=64, surrogate_width=8, avgtimes=1,
                 avgtimes_perturb=1, robust_noise=0.1, robust_noise_step=0.05, turn_on_robust=0),
+    # two passes with a refresh in between, so the surrogate-refresh path is exercised too
+    "bayes": dict(passes=2, subset_size=16, refresh_every=1, surrogate_epochs=1, surrogate_width=8),
 }
 
 # Options for the per-batch form `protect(method=name, ...)` on tiny data. Methods whose config has a `surrogate`
@@ -72,6 +74,7 @@ FAST_OPTIONS: dict[str, dict] = {
 # bundled default surrogate (tested on its own in tests/methods/test_em.py).
 PER_BATCH_OPTIONS: dict[str, dict] = {
     "em": dict(steps=3),
+    "bayes": dict(steps=3),
 }
 
 # Crafting modes to cover, for methods that have a `mode` option.
@@ -82,7 +85,9 @@ CRAFT_MODES: dict[str, list[str]] = {
 # Per-batch methods whose output legitimately depends on how rows are grouped into batches (the design allows
 # "batch-coupled" methods: bytes then depend on the batch partition, not only on row ids). Every other per-batch
 # method must give the same bytes for any batch_size and num_proc.
-BATCH_COUPLED: dict[str, str] = {}
+BATCH_COUPLED: dict[str, str] = {
+    "bayes": "the Bayes-error estimate couples the rows of a batch (documented; deterministic per partition)",
+}
 
 
 def pytest_sessionfinish(session, exitstatus):

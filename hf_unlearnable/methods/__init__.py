@@ -28,5 +28,6 @@ def get_method(name: str) -> type[Method]:
 from . import random as _random  # noqa: E402,F401
 from . import em as _em  # noqa: E402,F401
 from . import pue as _pue  # noqa: E402,F401
+from . import bayes as _bayes  # noqa: E402,F401
 
 __all__ = ["METHODS", "Method", "MethodConfig", "register", "get_method"]

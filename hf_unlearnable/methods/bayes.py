@@ -1,0 +1,380 @@
+"""Bayes-error optimisation (BEO): Zhang, Sun, Lim, Zhang, arXiv 2511.08191 (AAAI 2026). Spec: methods.md §1.
+
+The perturbations maximise an *estimate* of the Bayes error of the protected data: a leave-one-out
+Nadaraya-Watson posterior with an RBF kernel on surrogate features (§1.3-§1.4), by projected gradient ascent
+(signed steps, projection to the epsilon box and the [0, 1] image range after every step, §1.9).
+
+Two forms:
+- `protect(method="bayes")`: one batch at a time against a fixed surrogate (the bundled default unless
+  `surrogate=`). The estimate couples the rows of a batch, so the bytes depend on how `Dataset.map` cuts the data
+  into batches (deterministic for a given seed and batch partition). A batch must hold at least two classes
+  (a single-class batch has nothing to overlap with and raises a ProtectionError; use a larger `batch_size` or
+  shuffle first).
+- `craft(ds, "bayes")`: the whole set. Stratified minibatches of `subset_size` rows, `passes` sweeps over the
+  data, and every `refresh_every` passes a fresh surrogate trained on the current protected images (§1.9).
+  Resumable from `checkpoint_dir`; records the whole-set estimate before and after (same features, same scale).
+
+Pitfalls handled: the estimate is computed in the log domain with a max shift, so distant points do not underflow
+(§6.11: with the authors' `exp` + 1e-8 an isolated point counts as error 1); value and gradient are both of the
+*mean* (§6.10); rows are processed in chunks, so memory is O(chunk x N), never O(N^2) (§6.12).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._images import row_rng
+from ..errors import ProtectionError
+from . import register
+from .base import Method, MethodConfig
+from .em import _Checkpoint, _fingerprint
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The estimator
+# ---------------------------------------------------------------------------------------------------------------
+def _posterior_chunk(z_rows: torch.Tensor, z: torch.Tensor, onehot: torch.Tensor, rows: torch.Tensor,
+                     sigma: float) -> torch.Tensor:
+    """Leave-one-out kernel posterior p_k(i) for the rows `rows` of z (z_rows = z[rows]); [chunk, K]."""
+    d2 = (z_rows.pow(2).sum(1, keepdim=True) + z.pow(2).sum(1)[None, :] - 2 * z_rows @ z.T).clamp_min(0)
+    logit = -d2 / (2 * sigma * sigma)
+    self_mask = torch.zeros_like(logit, dtype=torch.bool)
+    self_mask[torch.arange(len(rows), device=z.device), rows] = True
+    logit = logit.masked_fill(self_mask, float("-inf"))
+    # Shift by the row max (a constant per row: the posterior does not change), so the nearest neighbour has
+    # weight exactly 1 and nothing underflows to an all-zero row.
+    w = torch.exp(logit - logit.max(1, keepdim=True).values.detach())
+    num = w @ onehot
+    return num / num.sum(1, keepdim=True)
+
+
+def _error_sum(z: torch.Tensor, onehot: torch.Tensor, sigma: float, start: int, stop: int) -> torch.Tensor:
+    rows = torch.arange(start, stop, device=z.device)
+    p = _posterior_chunk(z[start:stop], z, onehot, rows, sigma)
+    # max over classes = the plug-in decision; its gradient is that of the chosen class (y-hat held fixed, §1.3)
+    return (1 - p.max(1).values).sum()
+
+
+class _BayesErrorFn(torch.autograd.Function):
+    """Mean leave-one-out error, recomputed chunk by chunk in backward so no N x N graph is ever kept."""
+
+    @staticmethod
+    def forward(ctx, z, onehot, sigma, chunk_size):
+        ctx.save_for_backward(z, onehot)
+        ctx.sigma, ctx.chunk_size = sigma, chunk_size
+        n = len(z)
+        with torch.no_grad():
+            total = sum(_error_sum(z, onehot, sigma, s, min(s + chunk_size, n)) for s in range(0, n, chunk_size))
+        return total / n
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        z, onehot = ctx.saved_tensors
+        n = len(z)
+        grad = torch.zeros_like(z)
+        with torch.enable_grad():
+            for s in range(0, n, ctx.chunk_size):
+                zz = z.detach().requires_grad_(True)
+                part = _error_sum(zz, onehot, ctx.sigma, s, min(s + ctx.chunk_size, n)) / n
+                (g,) = torch.autograd.grad(part, zz)
+                grad += g
+        return grad * grad_out, None, None, None
+
+
+def bayes_error(z: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None, *, sigma: float = 0.3,
+                chunk_size: int = 512) -> torch.Tensor:
+    """Kernel estimate of the Bayes error of the labelled points z [N, D] (methods.md §1.3), differentiable in z.
+
+    p_k(i) = sum_{j != i} s_ij 1[y_j = k] / sum_{j != i} s_ij with s_ij = exp(-|z_i - z_j|^2 / (2 sigma^2));
+    returns mean_i (1 - max_k p_k(i)). Well-separated classes give ~0; classes with identical distributions give
+    ~1 - 1/K (balanced). `sigma` = 0.3 is meant for features scaled to [-1, 1] (see `normalise_features`).
+    """
+    if z.ndim != 2:
+        raise ProtectionError(f"bayes_error expects features of shape [N, D], got {tuple(z.shape)}.")
+    if len(z) < 2:
+        raise ProtectionError("bayes_error needs at least two points (it is a leave-one-out estimate).")
+    if not sigma > 0:
+        raise ProtectionError(f"sigma={sigma!r} must be positive.")
+    labels = torch.as_tensor(labels, device=z.device).long()
+    k = int(num_classes if num_classes is not None else int(labels.max()) + 1)
+    onehot = F.one_hot(labels, k).to(z.dtype)
+    return _BayesErrorFn.apply(z, onehot, float(sigma), int(chunk_size))
+
+
+def feature_scale(features: torch.Tensor) -> torch.Tensor:
+    """Global max-abs of a feature matrix (§1.4), used as a fixed divisor so features lie in [-1, 1]."""
+    return features.detach().abs().max().clamp_min(1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The method
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class BayesConfig(MethodConfig):
+    """BEO options. The paper's step size and iteration counts are unknown (§1.8); defaults follow §1.9."""
+
+    sigma: float = 0.3                  # RBF kernel width on max-abs-normalised features
+    step_size: float | None = None      # signed ascent step; None = epsilon / 10
+    steps: int = 20                     # per-batch form: ascent steps per batch
+    chunk_size: int = 512               # rows per chunk of the estimator (memory O(chunk x N))
+    feature_batch: int = 512            # images per surrogate forward/backward (memory)
+    surrogate: Any = None               # fixed surrogate (None = bundled default, a path, or a Surrogate)
+    random_start: bool = False          # start delta at U(-eps, eps) (per-row seeded) instead of 0
+    targeted_weight: float = 0.0        # >0 adds a class-targeted term (toward class y+1, §1.10 'not tried');
+                                        # per-row gradients are L1-normalised before mixing, so this is a ratio
+    # craft (whole set) only
+    passes: int = 10                    # sweeps over all rows
+    subset_size: int = 2048             # rows per stratified ascent minibatch
+    steps_per_batch: int = 1            # ascent steps on a minibatch before moving to the next
+    refresh_every: int = 0              # passes between surrogate refreshes (0 = keep the fixed surrogate)
+    surrogate_epochs: int = 4           # epochs of each refreshed surrogate (trained from scratch on x + delta)
+    surrogate_arch: str = "convnet"
+    surrogate_width: int | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if self.step_size is None:
+            self.step_size = self.epsilon / 10
+        if not 0 < self.step_size <= self.epsilon:
+            raise ProtectionError(f"step_size={self.step_size!r} must be in (0, epsilon].")
+        if not (isinstance(self.sigma, (int, float)) and self.sigma > 0):
+            raise ProtectionError(f"sigma={self.sigma!r} must be a positive number.")
+        for name in ("steps", "chunk_size", "feature_batch", "passes", "subset_size", "steps_per_batch",
+                     "surrogate_epochs"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ProtectionError(f"{name}={v!r} must be a positive integer.")
+        if not isinstance(self.refresh_every, int) or self.refresh_every < 0:
+            raise ProtectionError(f"refresh_every={self.refresh_every!r} must be a non-negative integer.")
+        if self.subset_size < 2:
+            raise ProtectionError("subset_size must be at least 2.")
+        if not self.targeted_weight >= 0:
+            raise ProtectionError(f"targeted_weight={self.targeted_weight!r} must be >= 0.")
+
+
+def _features(model, x: torch.Tensor, batch: int) -> torch.Tensor:
+    return torch.cat([model.features(x[s:s + batch]) for s in range(0, len(x), batch)])
+
+
+def _l1_rows(g: torch.Tensor) -> torch.Tensor:
+    return g / g.flatten(1).abs().sum(1).clamp_min(1e-20).view(-1, *[1] * (g.ndim - 1))
+
+
+def stratified_batches(labels: np.ndarray, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """A random partition of all rows into batches of about `size` with every class in proportion."""
+    keys = np.empty(len(labels))
+    for k in np.unique(labels):
+        rows = np.flatnonzero(labels == k)
+        # evenly spaced ranks in [0, 1) per class, jittered: sorting them interleaves the classes
+        keys[rng.permutation(rows)] = (np.arange(len(rows)) + rng.random(len(rows))) / len(rows)
+    order = np.argsort(keys, kind="stable")
+    n_batches = max(1, round(len(labels) / size))
+    return [b for b in np.array_split(order, n_batches) if len(b)]
+
+
+@register
+class BayesErrorOptimisation(Method):
+    name = "bayes"
+    config_class = BayesConfig
+    uses_labels = True
+
+    def __init__(self, config: BayesConfig | None = None, **options: Any):
+        super().__init__(config, **options)
+        self._surrogate = None
+
+    @property
+    def surrogate(self):
+        if self._surrogate is None:
+            from ..surrogates import load_surrogate
+
+            self._surrogate = load_surrogate(self.config.surrogate)
+        return self._surrogate
+
+    def _ascent_direction(self, model, x_adv: torch.Tensor, y: torch.Tensor, num_classes: int,
+                          scale: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Gradient of the objective w.r.t. x_adv (surrogate frozen, eval mode) and the estimate's value."""
+        cfg = self.config
+        x_adv = x_adv.detach().requires_grad_(True)
+        z = _features(model, x_adv, cfg.feature_batch) / scale
+        value = bayes_error(z, y, num_classes, sigma=cfg.sigma, chunk_size=cfg.chunk_size)
+        (grad,) = torch.autograd.grad(value, x_adv)
+        if cfg.targeted_weight > 0:
+            x_adv = x_adv.detach().requires_grad_(True)
+            logits = torch.cat([model(x_adv[s:s + cfg.feature_batch]) for s in range(0, len(x_adv), cfg.feature_batch)])
+            if logits.shape[1] < num_classes:
+                raise ProtectionError(f"targeted_weight needs a surrogate with >= {num_classes} classes; "
+                                      f"this one has {logits.shape[1]}.")
+            target = (y + 1) % num_classes
+            (g_t,) = torch.autograd.grad(-F.cross_entropy(logits, target, reduction="sum"), x_adv)
+            grad = _l1_rows(grad) + cfg.targeted_weight * _l1_rows(g_t)
+        return grad, float(value.detach())
+
+    def _ascend(self, model, x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor, steps: int, num_classes: int,
+                scale: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        x_adv = (x + delta.clamp(-cfg.epsilon, cfg.epsilon)).clamp(0, 1)
+        for _ in range(steps):
+            grad, _ = self._ascent_direction(model, x_adv, y, num_classes, scale)
+            x_adv = x_adv.detach() + cfg.step_size * grad.sign()
+            x_adv = (x + (x_adv - x).clamp(-cfg.epsilon, cfg.epsilon)).clamp(0, 1)
+        return (x_adv - x).detach()
+
+    def _start(self, shape, ids) -> torch.Tensor:
+        if not self.config.random_start:
+            return torch.zeros(shape)
+        eps = self.config.epsilon
+        rows = [row_rng(self.config.seed, r).uniform(-eps, eps, size=shape[1:]) for r in ids]
+        return torch.from_numpy(np.stack(rows).astype(np.float32))
+
+    # -- per-batch form -----------------------------------------------------------------------------------------
+    def perturb(self, images: np.ndarray, labels: np.ndarray | None, ids: list[str]) -> np.ndarray:
+        from .._images import to_tensor
+        from ..training import device
+
+        if labels is None:
+            raise ProtectionError("bayes needs labels: the dataset has no label column (pass label_column=...).")
+        if len(np.unique(labels)) < 2:
+            raise ProtectionError(
+                f"bayes: a batch of {len(labels)} row(s) ({ids[0] if ids else '?'} ...) holds a single class "
+                f"({int(labels[0])}); the Bayes-error estimate needs at least two classes per batch. Use a larger "
+                "batch_size in Dataset.map, shuffle the dataset first, or craft over the whole set: "
+                "craft(ds, 'bayes').")
+        dev = device()
+        model = self.surrogate.to(dev).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        x = to_tensor(images).to(dev)
+        y = torch.as_tensor(labels, dtype=torch.long, device=dev)
+        num_classes = max(int(y.max()) + 1, getattr(self.surrogate, "num_classes", 0))
+        with torch.no_grad():
+            scale = feature_scale(_features(model, x, self.config.feature_batch))
+        delta = self._ascend(model, x, y, self._start(x.shape, ids).to(dev), self.config.steps, num_classes, scale)
+        return delta.permute(0, 2, 3, 1).cpu().numpy()
+
+    # -- whole-set form -----------------------------------------------------------------------------------------
+    def _estimate(self, model, images: torch.Tensor, delta: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                  scale: torch.Tensor) -> float:
+        """Whole-set estimate on the uint8-quantised images the release will hold."""
+        from ..training import device, to_float
+
+        dev = device()
+        steps = torch.round(delta * 255)
+        with torch.no_grad():
+            feats = []
+            for s in range(0, len(images), 1000):
+                x = (to_float(images[s:s + 1000], dev) * 255 + steps[s:s + 1000].to(dev)).clamp(0, 255) / 255
+                feats.append(model.features(x))
+            z = torch.cat(feats) / scale
+            return float(bayes_error(z, labels.to(dev), num_classes, sigma=self.config.sigma,
+                                     chunk_size=self.config.chunk_size))
+
+    def _fresh_surrogate(self, images: torch.Tensor, delta: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                         seed: int):
+        """A new surrogate trained from scratch on the current protected (uint8-rounded) images."""
+        from ..surrogates.nets import build
+        from ..training import TrainConfig, fit
+
+        cfg = self.config
+        protected = (images.float() + torch.round(delta * 255)).clamp(0, 255).to(torch.uint8)
+        with torch.random.fork_rng():   # the initial weights depend on this refresh's seed only (resume = same bytes)
+            torch.manual_seed(seed)
+            net = build(cfg.surrogate_arch, num_classes, cfg.surrogate_width)
+        fit(net, protected, labels, TrainConfig(epochs=cfg.surrogate_epochs), seed=seed,
+            desc="bayes surrogate refresh")
+        return net.eval()
+
+    def craft(self, data, checkpoint_dir=None):
+        from tqdm.auto import tqdm
+
+        from ..noise import Noise
+        from ..training import device, seed_everything, to_float
+
+        cfg = self.config
+        if data.labels is None:
+            raise ProtectionError("bayes needs labels: the dataset has no label column (pass label_column=...).")
+        if len(np.unique(data.labels)) < 2:
+            raise ProtectionError("bayes needs at least two classes in the data.")
+        dev = device()
+        seed_everything(cfg.seed)
+        num_classes = data.num_classes
+        images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous()      # uint8 NCHW, stays on CPU
+        labels = torch.from_numpy(data.labels).long()
+        delta = self._start(tuple(images.shape), data.ids)
+
+        reference = self.surrogate.to(dev).eval()          # fixed features for the before/after estimate
+        for p in reference.parameters():
+            p.requires_grad_(False)
+        with torch.no_grad():
+            ref_scale = feature_scale(torch.cat([reference.features(to_float(images[s:s + 1000], dev))
+                                                 for s in range(0, len(images), 1000)]))
+        ckpt = _Checkpoint(checkpoint_dir, {"method": self.name, **{k: v for k, v in cfg.to_dict().items()
+                                                                   if k != "passes"}},
+                           _fingerprint(data.ids, data.labels))
+        start, history, model, before = 0, [], reference, None
+        resumed = ckpt.load()
+        if resumed is not None:
+            info, tensors = resumed
+            delta = tensors["delta"]
+            start, history, before = info["pass"], info["history"], info["before"]
+            if info.get("refreshed"):
+                from ..surrogates.nets import build
+
+                model = build(cfg.surrogate_arch, num_classes, cfg.surrogate_width)
+                model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+                model = model.to(dev).eval()
+            logger.info("resuming bayes from %s at pass %d", checkpoint_dir, start)
+        if before is None:
+            before = self._estimate(reference, images, delta, labels, num_classes, ref_scale)
+
+        bar = tqdm(total=cfg.passes, initial=start, desc="bayes ascent", unit="pass")
+        for p in range(start, cfg.passes):
+            if cfg.refresh_every and p > 0 and p % cfg.refresh_every == 0:
+                model = self._fresh_surrogate(images, delta, labels, num_classes, cfg.seed + p).to(dev)
+            for q in model.parameters():
+                q.requires_grad_(False)
+            model.eval()
+            with torch.no_grad():
+                scale = feature_scale(torch.cat([model.features(
+                    (to_float(images[s:s + 1000], dev) + delta[s:s + 1000].to(dev)).clamp(0, 1))
+                    for s in range(0, len(images), 1000)]))
+            rng = np.random.default_rng([cfg.seed, p])
+            values = []
+            for idx in stratified_batches(data.labels, cfg.subset_size, rng):
+                if len(np.unique(data.labels[idx])) < 2:
+                    continue
+                x = to_float(images[idx], dev)
+                y = labels[idx].to(dev)
+                d = delta[idx].to(dev)
+                x_adv = (x + d).clamp(0, 1)
+                for _ in range(cfg.steps_per_batch):
+                    grad, value = self._ascent_direction(model, x_adv, y, num_classes, scale)
+                    values.append(value)
+                    x_adv = x_adv.detach() + cfg.step_size * grad.sign()
+                    x_adv = (x + (x_adv - x).clamp(-cfg.epsilon, cfg.epsilon)).clamp(0, 1)
+                delta[idx] = (x_adv - x).detach().cpu()
+            history.append({"pass": p + 1, "minibatch_estimate": float(np.mean(values)) if values else None,
+                            "refreshed": model is not reference})
+            tensors = {"delta": delta}
+            if model is not reference:
+                tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
+            ckpt.save({"pass": p + 1, "history": history, "before": before, "refreshed": model is not reference},
+                      tensors)
+            bar.update(1)
+            bar.set_postfix(estimate=f"{history[-1]['minibatch_estimate'] or 0:.3f}")
+        bar.close()
+        after = self._estimate(reference, images, delta, labels, num_classes, ref_scale)
+        logger.info("bayes: whole-set Bayes-error estimate %.4f -> %.4f", before, after)
+        stats = {"bayes_error_before": before, "bayes_error_after": after, "passes": len(history),
+                 "history": history}
+        return Noise.from_deltas(delta.permute(0, 2, 3, 1).numpy(), ids=data.ids, epsilon=cfg.epsilon,
+                                 method=self.name, kind="samplewise", method_config=cfg.to_dict(),
+                                 class_names=data.class_names or [str(k) for k in range(num_classes)],
+                                 source=data.source, stats=stats)

@@ -1,0 +1,195 @@
+"""Bayes-error optimisation: the kernel estimator as its own unit (brute-force reference, gradcheck, known cases,
+underflow, chunking), the ascent (raises the estimate, stays in the box), the per-batch form's single-class rule,
+and the whole-set craft (before/after estimate, resume). The transform invariants are in tests/test_transform.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hf_unlearnable import ProtectionError, craft, protect
+from hf_unlearnable.methods import METHODS
+from hf_unlearnable.methods.bayes import BayesConfig, BayesErrorOptimisation, bayes_error, stratified_batches
+from tests.conftest import FAST_OPTIONS, build_dataset, stored_arrays
+
+EPS = 8 / 255
+
+
+def reference_bayes_error(z: np.ndarray, y: np.ndarray, k: int, sigma: float) -> float:
+    """Brute force, straight from methods.md §1.3 (float64, no chunking; exp without a shift)."""
+    n = len(z)
+    errs = []
+    for i in range(n):
+        s = np.array([0.0 if j == i else np.exp(-np.sum((z[i] - z[j]) ** 2) / (2 * sigma ** 2)) for j in range(n)])
+        p = np.array([s[y == c].sum() for c in range(k)]) / s.sum()
+        errs.append(1 - p.max())
+    return float(np.mean(errs))
+
+
+def _points(n=60, d=5, k=3, seed=0, spread=1.0):
+    g = np.random.default_rng(seed)
+    y = np.arange(n) % k
+    z = g.normal(size=(n, d)) * spread
+    return z, y
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 512])
+@pytest.mark.parametrize("sigma", [0.3, 1.0, 3.0])
+def test_estimator_equals_brute_force_reference(chunk, sigma):
+    z, y = _points()
+    got = bayes_error(torch.tensor(z), torch.tensor(y), 3, sigma=sigma, chunk_size=chunk)
+    assert float(got) == pytest.approx(reference_bayes_error(z, y, 3, sigma), abs=1e-10)
+
+
+def test_estimator_gradcheck():
+    z, y = _points(n=12, d=3, k=3)
+    zt = torch.tensor(z, requires_grad=True)
+    yt = torch.tensor(y)
+    assert torch.autograd.gradcheck(lambda t: bayes_error(t, yt, 3, sigma=1.0, chunk_size=5), (zt,),
+                                    eps=1e-6, atol=1e-6)
+
+
+def test_gradient_is_of_the_mean_and_chunking_does_not_change_it():
+    """Value and gradient on the same scale (§6.10): doubling the data (two copies) keeps both comparable."""
+    z, y = _points(n=40, d=4, k=2)
+    grads = []
+    for chunk in (3, 40):
+        zt = torch.tensor(z, requires_grad=True)
+        bayes_error(zt, torch.tensor(y), 2, sigma=1.0, chunk_size=chunk).backward()
+        grads.append(zt.grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-12)
+    # finite difference along the gradient direction matches the mean's slope
+    zt = torch.tensor(z)
+    d = grads[0] / grads[0].norm()
+    h = 1e-6
+    f = lambda t: float(bayes_error(t, torch.tensor(y), 2, sigma=1.0))  # noqa: E731
+    slope = (f(zt + h * d) - f(zt - h * d)) / (2 * h)
+    assert slope == pytest.approx(float(grads[0].norm()), rel=1e-4)
+
+
+def test_well_separated_classes_give_about_zero():
+    g = np.random.default_rng(1)
+    y = np.arange(90) % 3
+    centres = np.eye(3) * 10
+    z = centres[y] + g.normal(size=(90, 3)) * 0.1
+    assert float(bayes_error(torch.tensor(z), torch.tensor(y), 3, sigma=0.3)) < 1e-6
+
+
+def test_identical_class_distributions_give_one_minus_one_over_k():
+    g = np.random.default_rng(2)
+    k, n = 4, 2000
+    y = np.arange(n) % k
+    z = g.normal(size=(n, 2)) * 0.05          # all classes drawn from one distribution; kernel much wider
+    got = float(bayes_error(torch.tensor(z), torch.tensor(y), k, sigma=5.0))
+    assert got == pytest.approx(1 - 1 / k, abs=0.02)
+
+
+def test_no_underflow_on_raw_pixel_scale_distances():
+    """Points ~100 apart with sigma 0.3: exp(-d^2/2s^2) is 0 in float64; the estimate must still be the 1-NN
+    error (0 here: every point's nearest neighbour shares its class), not the underflowed 1 (§6.11)."""
+    g = np.random.default_rng(3)
+    y = np.repeat([0, 1], 10)
+    z = np.concatenate([g.normal(size=(10, 8)) * 30, 500 + g.normal(size=(10, 8)) * 30])
+    zt = torch.tensor(z, dtype=torch.float32, requires_grad=True)
+    value = bayes_error(zt, torch.tensor(y), 2, sigma=0.3)
+    value.backward()
+    assert float(value.detach()) == pytest.approx(0.0, abs=1e-6)
+    assert torch.isfinite(zt.grad).all()
+
+
+def test_estimator_errors():
+    with pytest.raises(ProtectionError, match="at least two points"):
+        bayes_error(torch.zeros(1, 3), torch.zeros(1), 2)
+    with pytest.raises(ProtectionError, match=r"\[N, D\]"):
+        bayes_error(torch.zeros(4), torch.zeros(4), 2)
+    with pytest.raises(ProtectionError, match="sigma"):
+        bayes_error(torch.zeros(4, 2), torch.tensor([0, 1, 0, 1]), 2, sigma=0)
+
+
+# -- the method --------------------------------------------------------------------------------------------------
+def test_registered_with_a_per_batch_form():
+    assert METHODS["bayes"] is BayesErrorOptimisation
+    assert BayesErrorOptimisation.per_batch and BayesErrorOptimisation.uses_labels
+
+
+def test_config_defaults_and_validation():
+    cfg = BayesConfig.from_options("bayes")
+    assert cfg.step_size == pytest.approx(EPS / 10) and cfg.sigma == 0.3
+    for bad in (dict(sigma=0), dict(steps=0), dict(step_size=1.0), dict(refresh_every=-1), dict(subset_size=1),
+                dict(targeted_weight=-1.0)):
+        with pytest.raises(ProtectionError):
+            BayesConfig.from_options("bayes", **bad)
+
+
+def test_ascent_raises_the_estimate_and_stays_in_the_box():
+    """Four colour-coded classes the bundled surrogate separates well (estimate ~0): ascent pulls them together."""
+    from hf_unlearnable.methods.bayes import _features, feature_scale
+
+    method = BayesErrorOptimisation(steps=10)
+    g = np.random.default_rng(0)
+    labels = np.arange(40) % 4
+    colours = np.array([[40, 40, 40], [200, 40, 40], [40, 200, 40], [40, 40, 200]])
+    images = np.clip(colours[labels][:, None, None, :] + g.normal(0, 40, size=(40, 32, 32, 3)), 0, 255)
+    images = images.astype(np.uint8)
+    images[:4] = 0                             # rows on the image range's edge: the [0, 1] projection matters
+    delta = method.perturb(images, labels, [f"r{i}" for i in range(40)])
+    assert delta.shape == images.shape
+    assert np.abs(delta).max() <= EPS + 1e-6 and np.abs(delta).max() > EPS / 2
+    assert (delta[:4] >= 0).all()
+    model = method.surrogate.eval()
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    x_adv = (x + torch.from_numpy(delta).permute(0, 3, 1, 2)).clamp(0, 1)
+    with torch.no_grad():
+        scale = feature_scale(_features(model, x, 64))
+        before = float(bayes_error(_features(model, x, 64) / scale, torch.tensor(labels), 4))
+        after = float(bayes_error(_features(model, x_adv, 64) / scale, torch.tensor(labels), 4))
+    assert after > before + 0.05
+
+
+def test_single_class_batch_is_refused_with_the_fix(tiny_surrogate_dir):
+    ds = build_dataset(labels=[3] * 8, n=8)
+    with pytest.raises(ProtectionError, match="single class.*batch_size"):
+        ds.map(protect(method="bayes", surrogate=tiny_surrogate_dir, steps=1), batched=True)
+
+
+def test_per_batch_same_partition_same_bytes(tiny_ds, tiny_surrogate_dir):
+    t = protect(method="bayes", surrogate=tiny_surrogate_dir, steps=2)
+    a = stored_arrays(tiny_ds.map(t, batched=True, batch_size=20, load_from_cache_file=False))
+    b = stored_arrays(tiny_ds.map(t, batched=True, batch_size=20, load_from_cache_file=False))
+    assert all(np.array_equal(p, q) for p, q in zip(a, b))
+
+
+def test_stratified_batches_partition_all_rows_with_every_class():
+    labels = np.repeat(np.arange(5), [40, 30, 20, 20, 10])
+    batches = stratified_batches(labels, 24, np.random.default_rng(0))
+    rows = np.concatenate(batches)
+    assert sorted(rows.tolist()) == list(range(len(labels)))
+    assert all(len(np.unique(labels[b])) == 5 for b in batches)
+
+
+def test_craft_records_a_rising_estimate_and_resumes(tmp_path):
+    ds = build_dataset(n=60)
+    opts = dict(FAST_OPTIONS["bayes"], refresh_every=0)
+    noise = craft(ds, "bayes", **{**opts, "passes": 3})
+    stats = noise.config.stats
+    assert noise.kind == "samplewise" and len(noise) == 60
+    assert stats["bayes_error_after"] > stats["bayes_error_before"]
+    # interrupted after 2 passes, then extended to 3: same bytes as a straight 3-pass run
+    ckpt = tmp_path / "ckpt"
+    craft(ds, "bayes", checkpoint_dir=str(ckpt), **{**opts, "passes": 2})
+    resumed = craft(ds, "bayes", checkpoint_dir=str(ckpt), **{**opts, "passes": 3})
+    assert np.array_equal(resumed.steps, noise.steps)
+    with pytest.raises(ProtectionError, match="other options"):
+        craft(ds, "bayes", checkpoint_dir=str(ckpt), **{**opts, "passes": 3, "sigma": 0.5})
+
+
+def test_craft_with_refresh_resumes_to_the_same_bytes(tmp_path):
+    ds = build_dataset(n=40)
+    opts = dict(FAST_OPTIONS["bayes"])
+    straight = craft(ds, "bayes", **{**opts, "passes": 3})
+    ckpt = str(tmp_path / "ckpt")
+    craft(ds, "bayes", checkpoint_dir=ckpt, **{**opts, "passes": 2})
+    resumed = craft(ds, "bayes", checkpoint_dir=ckpt, **{**opts, "passes": 3})
+    assert np.array_equal(resumed.steps, straight.steps)
+    assert [h["refreshed"] for h in resumed.config.stats["history"]] == [False, True, True]
