@@ -125,13 +125,16 @@ def _aligned(protected: LabelledImages, clean: LabelledImages) -> None:
 
 def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[float] = (1.0,),
              defences: Sequence[str] = ("none",), victim: Any = None, epochs: int | None = None, seed: int = 0,
-             image_column: str | None = None, label_column: str | None = None, progress: bool = True) -> Report:
+             image_column: str | None = None, label_column: str | None = None, progress: bool = True,
+             baselines: bool = True) -> Report:
     """Train victims on protected (and mixed) data and report their accuracy on the clean test set.
 
     `mix`: shares r in (0, 1] of the rows that are protected; r < 1 needs `clean=` (the same rows, unprotected)
     and trains both the mix and the clean-only control. `defences`: names in defences.DEFENCES. `victim`: None
     (ResNet-18 on CUDA, else the CPU ConvNet), an architecture name, or a VictimConfig. Seeds are fixed and
-    reported: `seed` picks the protected rows of each mix and seeds every victim.
+    reported: `seed` picks the protected rows of each mix and seeds every victim. `baselines=False` skips the
+    clean victim and the clean-only controls (they depend only on `clean`, `mix` and `seed`, so several methods
+    compared on the same rows can share one set of baselines).
     """
     t_start = time.perf_counter()
     ratios = [float(r) for r in mix]
@@ -156,7 +159,7 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
     n = len(P)
     order = np.random.default_rng(seed).permutation(n)
     runs: list[tuple[str, float, np.ndarray, np.ndarray]] = []   # (train_set, r, images, labels)
-    if C is not None:
+    if C is not None and baselines:
         runs.append(("clean", 0.0, C.images, C.labels))
     for r in ratios:
         if r == 1.0:
@@ -170,7 +173,8 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
         chosen[order[:k]] = True
         images = np.where(chosen[:, None, None, None], P.images, C.images)
         runs.append(("mix", r, images, P.labels))
-        runs.append(("clean-only control", r, C.images[~chosen], C.labels[~chosen]))
+        if baselines:
+            runs.append(("clean-only control", r, C.images[~chosen], C.labels[~chosen]))
 
     rows = []
     for dname, dfn in defence_fns.items():
@@ -187,9 +191,10 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
                          "seconds": round(hist["seconds"], 1)})
         for row in rows:
             if row["defence"] == dname and row["train_set"] == "mix":
-                ctrl = next(c for c in rows if c["defence"] == dname and c["train_set"] == "clean-only control"
-                            and c["ratio"] == row["ratio"])
-                row["minus_control"] = row["test_accuracy"] - ctrl["test_accuracy"]
+                ctrl = next((c for c in rows if c["defence"] == dname and c["train_set"] == "clean-only control"
+                             and c["ratio"] == row["ratio"]), None)
+                if ctrl is not None:
+                    row["minus_control"] = row["test_accuracy"] - ctrl["test_accuracy"]
     from . import __version__
 
     env = {"device": str(device()), "torch": torch.__version__, "hf_unlearnable": __version__,

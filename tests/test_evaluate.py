@@ -123,6 +123,19 @@ def test_mix_and_control_rows(data, recorded):
     assert all(c["seed"] == 1 and c["epochs"] == 3 for c in recorded)
 
 
+def test_without_baselines_only_the_protected_sets_train(data, recorded):
+    clean, protected, test = data
+    full = evaluate(protected, test, clean=clean, mix=[0.25, 1.0], epochs=1, seed=1, progress=False)
+    mixes = [c["images"] for c in recorded if "mix" in c["desc"]]
+    recorded.clear()
+    report = evaluate(protected, test, clean=clean, mix=[0.25, 1.0], epochs=1, seed=1, progress=False,
+                      baselines=False)
+    assert [(r["train_set"], r["ratio"]) for r in report.rows] == [("mix", 0.25), ("protected", 1.0)]
+    assert "minus_control" not in report.rows[0]
+    assert torch.equal(recorded[0]["images"], mixes[0])     # the same rows as with baselines: shareable
+    assert len(full.rows) == 4
+
+
 def test_mix_selection_is_seeded(data, recorded):
     clean, protected, test = data
 
