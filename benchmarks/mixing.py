@@ -1,0 +1,198 @@
+"""Mixing benchmark (issue: bayes): victim accuracy against the share r of protected rows, each beside its
+clean-only control (the (1 - r) clean rows alone), on the foundation's 10k CPU protocol.
+
+Data: the class-balanced 10k CIFAR-10 train subset of benchmarks/efficacy.py (first 1,000 rows of each class), and
+either the full test set (`--split test`, final numbers) or a validation split carved out of train (`--split val`:
+the next `--val-per-class` rows of each class, never used for training; choose hyper-parameters here, the test set
+is only for final numbers). Victim: the same `evaluate` victim as the foundation benchmark.
+
+Methods ("variants", crafting in their own process; finished jobs in --work are reused, so an interrupted run
+resumes and the sample-wise EM set of the efficacy benchmark is shared when --work is the same folder):
+
+    python benchmarks/mixing.py --split val --variants bayes-batch bayes-batch-targeted --ratios 0.5   # tuning
+    python benchmarks/mixing.py --split test                                                         # final
+    python benchmarks/mixing.py --per-class 50 --val-per-class 20 --epochs 1 --variants bayes-batch --split val \\
+        --work /tmp/mix-smoke                                                                        # smoke run
+
+Writes benchmarks/results/mixing[-val].json, .md and .png (accuracy against r).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from efficacy import run_job  # noqa: E402  (one crafting-job runner for every benchmark: time + peak RSS)
+
+# name -> (method, how, options). Options not given take the method's defaults.
+VARIANTS: dict[str, tuple[str, str, dict]] = {
+    "bayes-batch": ("bayes", "per-batch", {}),
+    "bayes-batch-targeted": ("bayes", "per-batch", {"targeted_weight": 1.0}),
+    "bayes-craft": ("bayes", "craft", {"passes": 10}),
+    "bayes-craft-refresh": ("bayes", "craft", {"passes": 10, "refresh_every": 3, "surrogate_epochs": 4}),
+    "em-samplewise": ("em", "craft", {"mode": "samplewise", "min_iters": 10, "max_iters": 12}),
+}
+DEFAULT_VARIANTS = ["bayes-batch", "bayes-craft", "em-samplewise"]
+
+
+def load_split(data: str, per_class: int, split: str, val_per_class: int, n_test: int | None):
+    """The training subset (as efficacy.load_subset) and the evaluation set: test, or the held-out val rows."""
+    from hf_unlearnable.data import load_cifar10
+
+    train = load_cifar10("train", data)
+    labels = np.asarray(train["label"])
+    by_class = [np.flatnonzero(labels == k) for k in np.unique(labels)]
+    keep = np.sort(np.concatenate([rows[:per_class] for rows in by_class]))
+    if split == "val":
+        held = np.sort(np.concatenate([rows[per_class:per_class + val_per_class] for rows in by_class]))
+        evaluation = train.select(held)
+    else:
+        evaluation = load_cifar10("test", data)
+        if n_test:
+            evaluation = evaluation.select(range(min(n_test, len(evaluation))))
+    return train.select(keep), evaluation
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10"))
+    ap.add_argument("--per-class", type=int, default=1000)
+    ap.add_argument("--split", choices=["val", "test"], default="test")
+    ap.add_argument("--val-per-class", type=int, default=200, help="held-out train rows per class for --split val")
+    ap.add_argument("--test", type=int, default=0, help="test rows (default 0 = all 10,000)")
+    ap.add_argument("--ratios", type=float, nargs="+", default=[0.2, 0.5, 0.8, 1.0])
+    ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=DEFAULT_VARIANTS)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--work", default=str(ROOT / "runs" / "bench-efficacy"),
+                    help="folder of crafted sets (shared with efficacy.py) and cached victims")
+    args = ap.parse_args(argv)
+
+    import datasets
+
+    from hf_unlearnable import __version__, evaluate
+
+    train, evaluation = load_split(args.data, args.per_class, args.split, args.val_per_class, args.test or None)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for name in args.variants:
+        method, how, options = VARIANTS[name]
+        res = run_job({"name": name, "method": method, "how": how, "options": {"seed": args.seed, **options},
+                       "data": args.data, "per_class": args.per_class, "out": str(work / name)})
+        print(json.dumps(res), flush=True)
+        jobs.append(res)
+
+    cache = work / f"mixing-{args.split}-e{args.epochs}-s{args.seed}"
+    cache.mkdir(exist_ok=True)
+    ratios = sorted(set(args.ratios))
+    base_file = cache / "baselines.json"
+    base = json.loads(base_file.read_text()) if base_file.exists() else {}
+    rows_of: dict[str, dict] = {}
+    for name in args.variants:
+        part = cache / f"{name}.json"
+        done = json.loads(part.read_text()) if part.exists() else {}
+        todo = [r for r in ratios if str(r) not in done]
+        # the clean victim and the controls depend only on the rows and the seed: trained once, with the first
+        # variant that has work left, and shared by all
+        base_todo = [r for r in ratios if r < 1 and str(r) not in base]
+        with_base = bool(base_todo) or "clean" not in base
+        if todo or with_base:
+            protected = datasets.load_from_disk(str(work / name))
+            mix = sorted(set(todo) | (set(base_todo) if with_base else set())) or ratios
+            rep = evaluate(protected, evaluation, clean=train, mix=mix, epochs=args.epochs, seed=args.seed,
+                           baselines=with_base)
+            for row in rep.rows:
+                if row["train_set"] == "clean":
+                    base["clean"] = row
+                elif row["train_set"] == "clean-only control":
+                    base[str(row["ratio"])] = row
+                else:
+                    done[str(row["ratio"])] = {k: v for k, v in row.items() if k != "minus_control"}
+            base["victim"] = rep.victim
+            base_file.write_text(json.dumps(base, indent=1))
+            part.write_text(json.dumps(done, indent=1))
+        rows_of[name] = done
+
+    table = []
+    for name in args.variants:
+        for r in ratios:
+            row = rows_of[name][str(r)]
+            ctrl = base.get(str(r)) if r < 1 else None
+            table.append({"variant": name, "ratio": r, "accuracy": row["test_accuracy"],
+                          "control": ctrl["test_accuracy"] if ctrl else None,
+                          "minus_control": row["test_accuracy"] - ctrl["test_accuracy"] if ctrl else None})
+    result = {"benchmark": "mixing", "split": args.split, "evaluation_rows": len(evaluation), "train_rows": len(train),
+              "epochs": args.epochs, "seed": args.seed, "ratios": ratios, "victim": base.get("victim"),
+              "clean_accuracy": base["clean"]["test_accuracy"], "rows": table,
+              "crafting": [{k: j[k] for k in ("name", "method", "how", "options", "images_per_second",
+                                              "peak_rss_mib", "total_seconds", "stats") if k in j} for j in jobs],
+              "hf_unlearnable": __version__, "date": time.strftime("%Y-%m-%d")}
+    tag = "mixing" if args.split == "test" else "mixing-val"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{tag}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{tag}.md").write_text(to_markdown(result))
+    plot(result, out / f"{tag}.png")
+    print(to_markdown(result))
+    return 0
+
+
+def to_markdown(r: dict) -> str:
+    split = "full CIFAR-10 test set" if r["split"] == "test" else f"validation split ({r['evaluation_rows']} held-out train rows)"
+    lines = [f"# Mixing benchmark ({r['date']}, hf_unlearnable {r['hf_unlearnable']})", "",
+             f"{r['train_rows']} class-balanced CIFAR-10 train rows (JPEG copy), accuracy on the {split}; victim "
+             f"{(r['victim'] or {}).get('arch')} {r['epochs']} epochs, seed {r['seed']}. A mix of ratio r replaces "
+             "r of the rows by their protected twins (seeded); its control trains on the (1 - r) clean rows alone.",
+             "", f"Clean (all rows): **{100 * r['clean_accuracy']:.2f} %**", "",
+             "| method | r | victim accuracy | clean-only control | mix − control |", "|---|---|---|---|---|"]
+    for row in r["rows"]:
+        ctrl = f"{100 * row['control']:.2f} %" if row["control"] is not None else "–"
+        gap = f"{100 * row['minus_control']:+.2f} pts" if row["minus_control"] is not None else "–"
+        lines.append(f"| {row['variant']} | {row['ratio']:.1f} | {100 * row['accuracy']:.2f} % | {ctrl} | {gap} |")
+    lines += ["", "| method | how | options | images/s | peak RSS (MiB) | Bayes-error estimate before → after |",
+              "|---|---|---|---|---|---|"]
+    for j in r["crafting"]:
+        st = j.get("stats") or {}
+        be = (f"{st['bayes_error_before']:.3f} → {st['bayes_error_after']:.3f}" if "bayes_error_before" in st
+              else "–")
+        lines.append(f"| {j['name']} | {j['how']} | `{json.dumps(j['options'])}` | {j['images_per_second']} | "
+                     f"{j['peak_rss_mib']} | {be} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(r: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in dict.fromkeys(row["variant"] for row in r["rows"]):
+        pts = [(row["ratio"], 100 * row["accuracy"]) for row in r["rows"] if row["variant"] == name]
+        ax.plot(*zip(*pts), marker="o", label=name)
+    ctrl = sorted({(row["ratio"], 100 * row["control"]) for row in r["rows"] if row["control"] is not None})
+    if ctrl:
+        ax.plot(*zip(*ctrl), marker="s", linestyle="--", color="k", label="clean-only control")
+    ax.axhline(100 * r["clean_accuracy"], color="grey", linestyle=":", label="clean (all rows)")
+    ax.set_xlabel("share of protected rows r")
+    ax.set_ylabel(f"victim accuracy (%), {r['split']}")
+    ax.set_title("Victim accuracy against the mix ratio")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
