@@ -14,6 +14,7 @@ from .transform import protect  # noqa: E402
 from ._craft import craft  # noqa: E402
 from .evaluate import Report, evaluate  # noqa: E402
 from .certify import Certificate, certify  # noqa: E402
+from .hub import push_protected  # noqa: E402
 
-__all__ = ["protect", "craft", "evaluate", "certify", "load_noise", "Certificate", "Noise", "Surrogate", "Report", "ProtectionError",
+__all__ = ["protect", "craft", "evaluate", "certify", "load_noise", "push_protected", "Certificate", "Noise", "Surrogate", "Report", "ProtectionError",
            "__version__"]

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._artefacts import CONFIG_NAME, atomic_dir, open_artefact
+from ._artefacts import CONFIG_NAME, atomic_dir, fetch_artefact, push_artefact, render_card
 from ._images import check_epsilon, epsilon_levels
 from .errors import ProtectionError
 
@@ -172,16 +172,64 @@ class Noise:
         return Path(save_directory)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> "Noise":
-        """Load from a local directory holding config.json + noise.safetensors; never unpickles anything."""
+    def from_pretrained(cls, pretrained_noise_name_or_path: str | os.PathLike, *, revision: str | None = None,
+                        token: str | bool | None = None, cache_dir: str | os.PathLike | None = None,
+                        force_download: bool = False, local_files_only: bool = False) -> "Noise":
+        """Load from a local folder or a Hub repo ("user/name", at `revision`): config.json + noise.safetensors.
+
+        Never unpickles anything: pickle files in the folder or repo are not even read, and a repo that has only
+        pickles is refused with an error that names them.
+        """
         from safetensors.numpy import load_file
 
-        folder, cfg_dict = open_artefact(path, WEIGHTS_NAME, "noise")
+        folder, cfg_dict = fetch_artefact(pretrained_noise_name_or_path, WEIGHTS_NAME, "noise", revision=revision,
+                                          token=token, cache_dir=cache_dir, force_download=force_download,
+                                          local_files_only=local_files_only)
+        if "kind" not in cfg_dict or "method" not in cfg_dict:
+            raise ProtectionError(f"noise {str(pretrained_noise_name_or_path)!r}: its {CONFIG_NAME} is not a noise "
+                                  "config (no 'method'/'kind'); is it a model repo?")
         known = set(NoiseConfig.__dataclass_fields__)
         cfg = NoiseConfig(**{k: v for k, v in cfg_dict.items() if k in known})
         tensors = load_file(str(folder / WEIGHTS_NAME))
         ids = _decode_ids(tensors["ids"]) if "ids" in tensors else None
         return cls(tensors["steps"], cfg, ids)
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
+                    token: str | bool | None = None, branch: str | None = None, create_pr: bool = False,
+                    license: str | None = None, overwrite_card: bool = False):
+        """Upload config.json + noise.safetensors + a card (model_cards/noise_card.md) to a model repo.
+
+        The repo is created if needed. An existing README.md is kept unless `overwrite_card=True`. `token` is used
+        for the request only and never written anywhere. Returns huggingface_hub's CommitInfo.
+        """
+        return push_artefact(self.save_pretrained, self.card(repo_id, license=license, revision=branch), repo_id,
+                             what=f"{self.method} {self.kind} noise", commit_message=commit_message,
+                             private=private, token=token, branch=branch, create_pr=create_pr,
+                             overwrite_card=overwrite_card)
+
+    def card(self, repo_id: str = "<user>/<repo>", *, license: str | None = None, revision: str | None = None) -> str:
+        """The model card (README.md) for this noise, rendered from model_cards/noise_card.md."""
+        c = self.config
+        src = c.source or {}
+        dataset = src.get("dataset_id") or src.get("dataset")
+        desc = ", ".join(f"{k} {v}" for k, v in (("dataset", dataset), ("config", src.get("config")),
+                                                 ("split", src.get("split")), ("revision", src.get("revision")))
+                         if v) or "not recorded"
+        front = {"library_name": "hf_unlearnable", "license": license,
+                 "tags": ["hf_unlearnable", "unlearnable-examples", "availability-poisoning", c.method,
+                          f"{c.kind}-noise"],
+                 "datasets": [src["dataset_id"]] if src.get("dataset_id") else None}
+        kind_desc = ("Class-wise noise (one pattern per class, applied by label)" if c.kind == "classwise" else
+                     "Sample-wise noise (one pattern per image, applied by row id)")
+        rows = f"{len(self)} classes" if c.kind == "classwise" else f"{len(self)} rows"
+        return render_card("noise_card.md", front,
+                           title=f"{c.method} {c.kind} noise, ε = {c.epsilon_255}" + (f", {dataset}" if dataset else ""),
+                           kind_description=kind_desc, rows_description=rows, method=c.method, kind=c.kind,
+                           epsilon=c.epsilon, epsilon_255=c.epsilon_255, image_shape=tuple(c.image_shape),
+                           seed=c.seed, source_description=desc, library_version=c.library_version,
+                           class_names=c.class_names, repo_id=repo_id, revision=revision, num_rows=len(self),
+                           method_config=json.dumps(c.method_config, indent=2, sort_keys=True, default=str),
+                           stats=json.dumps(c.stats, indent=2, sort_keys=True, default=str) if c.stats else "")
 
 
 def _encode_ids(ids: Sequence[str]) -> np.ndarray:
@@ -197,6 +245,7 @@ def _decode_ids(arr: np.ndarray) -> list[str]:
     return [bytes(row).rstrip(b"\x00").decode("utf-8") for row in arr]
 
 
-def load_noise(path: str | os.PathLike) -> Noise:
-    """Load a Noise from a local directory (config.json + noise.safetensors)."""
-    return Noise.from_pretrained(path)
+def load_noise(path_or_repo_id: str | os.PathLike, *, revision: str | None = None, token: str | bool | None = None,
+               **kwargs: Any) -> Noise:
+    """Load a Noise from a local folder or a Hub repo ("user/name", optionally at `revision`): safetensors only."""
+    return Noise.from_pretrained(path_or_repo_id, revision=revision, token=token, **kwargs)
