@@ -409,3 +409,30 @@ def test_no_token_in_any_file_card_or_log(hub, tmp_path, caplog, capsys, tiny_su
                 scanned += 1
                 assert token.encode() not in path.read_bytes(), f"token found in {path}"
     assert scanned > 20
+
+
+def test_cli_push(hub, tmp_path, capsys):
+    import datasets
+
+    from hf_unlearnable import cli, evaluate
+
+    ds = build_dataset(n=16)
+    t = protect(method="random", seed=3, epsilon=4 / 255)
+    protected = ds.map(t, batched=True)
+    protected.save_to_disk(str(tmp_path / "prot"))
+    ds.save_to_disk(str(tmp_path / "orig"))
+    report = evaluate(protected, build_dataset(n=10, seed=2), epochs=1, progress=False)
+    (tmp_path / "report.json").write_text(report.to_json())
+    repo_id = hub.repo_id("cli")
+    rc = cli.main(["push", "--protected", str(tmp_path / "prot"), "--original", str(tmp_path / "orig"),
+                   "--method", "random", "--epsilon", "4/255", "--seed", "3", "--report", str(tmp_path / "report.json"),
+                   "--repo-id", repo_id, "--license", "cc-by-4.0", "-q"])
+    assert rc == 0 and f"{repo_id} config random-eps4 split train @ main" in capsys.readouterr().out
+    back = datasets.load_dataset(repo_id, "random-eps4", split="train")
+    assert [c["bytes"] for c in stored_cells(back)] == [c["bytes"] for c in stored_cells(protected)]
+    card = Path(hub.api().hf_hub_download(repo_id, "README.md", repo_type="dataset")).read_text()
+    assert "license: cc-by-4.0" in card and f"{100 * report.accuracy('protected', 1.0):.2f} %" in card
+    # bad input: exit 2 with a message, nothing pushed
+    rc = cli.main(["push", "--protected", str(tmp_path / "prot"), "--method", "random", "--repo-id", repo_id + "-x"])
+    assert rc == 2 and "--method needs --epsilon" in capsys.readouterr().err
+    assert not hub.api().repo_exists(repo_id + "-x", repo_type="dataset")
