@@ -13,8 +13,9 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 DEMO_ARGS   ?=
 BENCH_ARGS  ?=
+SPACE_ARGS  ?=
 
-.PHONY: all venv demo test test-slow bench clean distclean help
+.PHONY: all venv demo test test-slow bench space clean distclean help
 
 all: demo
 
@@ -24,6 +25,7 @@ help:
 	@echo "make test       the default test suite (not slow; includes the real-CIFAR-10 end-to-end test)"
 	@echo "make test-slow  only the tests marked slow"
 	@echo "make bench      benchmarks/efficacy.py (results in benchmarks/results/)"
+	@echo "make space      run the Gradio Space locally (hub_scripts/space/app.py; SPACE_ARGS='--noise DIR --port N')"
 	@echo "make clean      remove build/test leftovers and runs/demo (keeps .venv); distclean also removes .venv"
 
 venv: $(STAMP)
@@ -45,6 +47,9 @@ test-slow: venv
 
 bench: venv
 	$(BIN)/python benchmarks/efficacy.py $(BENCH_ARGS)
+
+space: venv
+	$(BIN)/python hub_scripts/space/app.py $(SPACE_ARGS)
 
 clean:
 	rm -rf build dist .pytest_cache runs/demo
