@@ -20,7 +20,11 @@ input size (32 x 32 for the bundled CIFAR-10 surrogate), many per call: on a who
 global max pooling passes gradient to only part of the pixels and em left 41 % of them untouched (measured), while
 32 x 32 tiles perturb 99.7 % at about the same cost. Images above --max-pixels (24 MP) are refused before they are
 decoded; methods that run a network (those with a `surrogate` option, e.g. em) are limited to
---max-network-pixels (4.2 MP, about 2 minutes on a 2-core CPU), with a message that says what to do instead.
+--max-network-pixels (2.1 MP, so Full HD 1920 x 1080 fits; em takes about 40 s per megapixel on one CPU core,
+measured), with a message that says what to do instead. Measured on one core of the 2-core project machine, with
+the upload, protection, both PNGs and the measurements: random on 4000 x 3000 in 12 s (+160 MiB peak RSS), a
+class-wise bank on 4000 x 3000 in 9 s (+150 MiB), em on 1024 x 1024 in 43 s (+270 MiB; em on the whole
+1024 x 1024 picture at once took +750 MiB, and would need about 9 GB at 4000 x 3000).
 Class-wise noise crafted at another size (CIFAR-10 noise is 32 x 32) is stretched to the image by nearest
 neighbour: every pixel gets one of the pattern's whole uint8 steps, so the epsilon bound stays exact, and a victim
 that downsizes the picture to the pattern's size sees the crafted pattern again.
@@ -60,7 +64,7 @@ except ImportError as exc:  # pragma: no cover - a deployment mistake, not a cod
 NOISE_ENV = "HF_UNLEARNABLE_SPACE_NOISE"        # comma- or newline-separated noise bank folders / Hub repo ids
 TILE = 512                                      # largest tile side: bounds memory whatever the image size
 MAX_PIXELS = 24_000_000                         # any method: 24 MP, e.g. 6000 x 4000
-MAX_NETWORK_PIXELS = 2048 * 2048                # methods that run a network: ~30 s per MP at 20 PGD steps, 1 core
+MAX_NETWORK_PIXELS = 2_100_000                  # methods that run a network: em ~40 s per MP on 1 core (20 steps)
 MIN_SIDE = 8                                    # the bundled ConvNet pools 3 times; smaller inputs vanish
 EPS_MIN, EPS_MAX, EPS_DEFAULT = 1, 16, 8        # the slider, in /255 steps
 SEED = 0
@@ -264,12 +268,11 @@ def _check_size(w: int, h: int, limits: Limits, uses_network: bool) -> None:
             f"the image is {w}x{h} = {_mp(w * h)}; this Space protects at most {_mp(limits.max_pixels)}. "
             "Downscale it first (a model sees far fewer pixels anyway).")
     if uses_network and w * h > limits.max_network_pixels:
-        side = int(math.sqrt(limits.max_network_pixels))
+        example = " (Full HD 1920x1080 fits)" if limits.max_network_pixels >= 1920 * 1080 else ""
         raise ProtectionError(
             f"the image is {w}x{h} = {_mp(w * h)}; this method runs gradient steps through a network, which this "
-            f"Space allows up to {_mp(limits.max_network_pixels)} (e.g. {side}x{side}; about 30 s per megapixel "
-            f"on a CPU). Downscale the image, or choose 'random' or a class-wise noise bank "
-            f"(up to {_mp(limits.max_pixels)}).")
+            f"Space allows up to {_mp(limits.max_network_pixels)}{example}, at about 40 s per megapixel on a CPU. "
+            f"Downscale the image, or choose 'random' or a class-wise noise bank (up to {_mp(limits.max_pixels)}).")
 
 
 def tile_boxes(height: int, width: int, tile: int = TILE) -> list[tuple[int, int, int, int]]:
@@ -366,32 +369,48 @@ def tile_count(choice: Choice, height: int, width: int, limits: Limits | None = 
     return len(tile_boxes(height, width, choice.tile or (limits or Limits()).tile))
 
 
+_ROWS = 256   # rows per chunk in the full-image measurements: no full-size int64/float64 temporaries
+
+
 def linf_steps(original: np.ndarray, protected: np.ndarray) -> int:
-    return int(np.abs(protected.astype(np.int16) - original.astype(np.int16)).max(initial=0))
+    return _compare(original, protected)[0]
 
 
 def psnr_db(original: np.ndarray, protected: np.ndarray) -> float:
     """Peak signal-to-noise ratio of 8-bit images in dB (inf when identical)."""
-    mse = float(np.mean((protected.astype(np.float64) - original.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    return _compare(original, protected)[1]
+
+
+def _compare(original: np.ndarray, protected: np.ndarray) -> tuple[int, float]:
+    """(max |x' - x| in /255 steps, PSNR in dB), in row chunks."""
+    linf, sse = 0, 0
+    for r in range(0, original.shape[0], _ROWS):
+        d = protected[r:r + _ROWS].astype(np.int32) - original[r:r + _ROWS]
+        linf = max(linf, int(np.abs(d).max(initial=0)))
+        sse += int(np.einsum("ijk,ijk->", d, d, dtype=np.int64))
+    mse = sse / max(original.size, 1)
+    return linf, (math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse))
 
 
 def noise_map(original: np.ndarray, protected: np.ndarray, epsilon_steps: int) -> np.ndarray:
     """The perturbation made visible: mid-grey is zero, +/- epsilon maps to the full 0..255 range."""
-    delta = protected.astype(np.float32) - original.astype(np.float32)
-    return np.clip(np.rint(127.5 + delta * (127.5 / epsilon_steps)), 0, 255).astype(np.uint8)
+    out = np.empty_like(original)
+    for r in range(0, original.shape[0], _ROWS):
+        delta = protected[r:r + _ROWS].astype(np.float32) - original[r:r + _ROWS]
+        out[r:r + _ROWS] = np.clip(np.rint(127.5 + delta * (127.5 / epsilon_steps)), 0, 255)
+    return out
 
 
 def report_text(choice: Choice, label: str | None, epsilon_steps: int, original: np.ndarray,
                 protected: np.ndarray, n_tiles: int, seconds: float, notes: Sequence[str] = ()) -> str:
     h, w = original.shape[:2]
-    psnr = psnr_db(original, protected)
+    linf, psnr = _compare(original, protected)
     lines = [f"method: {choice.key}" + (f" · class: {label}" if choice.class_names is not None else ""),
              f"image: {w}x{h} px, {n_tiles} tile{'s' if n_tiles > 1 else ''}"
              + (f" of up to {choice.tile}x{choice.tile} (the network's input size)" if choice.tile else "")
              + f", {seconds:.1f} s",
              f"budget: ε={epsilon_steps}/255" + (" (the noise bank's own)" if choice.noise is not None else ""),
-             f"measured: max|δ|={linf_steps(original, protected)}/255 (L∞), "
+             f"measured: max|δ|={linf}/255 (L∞), "
              f"PSNR={'inf' if math.isinf(psnr) else f'{psnr:.2f}'} dB",
              "download: lossless PNG (re-saving it as JPEG or WebP changes the pixels and weakens the protection)"]
     lines += [f"note: {n}" for n in notes]
@@ -433,7 +452,8 @@ def protect_upload(image_path: str | os.PathLike, choice: Choice, label: str | i
     PIL.Image.fromarray(noise_map(original, protected, budget), mode="RGB").save(map_path, format="PNG",
                                                                                compress_level=1)
     text = report_text(choice, label, budget, original, protected, n_tiles, seconds, notes)
-    return Result(png_path, map_path, text, linf_steps(original, protected), psnr_db(original, protected))
+    linf, psnr = _compare(original, protected)
+    return Result(png_path, map_path, text, linf, psnr)
 
 
 def _safe_stem(path: str | os.PathLike | None) -> str:

@@ -236,6 +236,11 @@ def test_size_limits_refuse_before_work(app, catalogue, tmp_path):
         app.read_image(big, limits)
     with pytest.raises(ProtectionError, match="at least 8x8"):
         app.read_image(_png(tmp_path / "tiny.png", _texture(4, 30)), limits)
+    # the defaults: Full HD fits the network limit, a 12 MP photo only the general one
+    app._check_size(1920, 1080, app.Limits(), uses_network=True)
+    with pytest.raises(ProtectionError, match=r"4000x3000 = 12\.0 MP.*up to 2\.1 MP \(Full HD 1920x1080 fits\)"):
+        app._check_size(4000, 3000, app.Limits(), uses_network=True)
+    app._check_size(4000, 3000, app.Limits(), uses_network=False)
     # protect_array checks the limits too (the API can be called with any array)
     with pytest.raises(ProtectionError, match="network"):
         app.protect_array(_texture(120, 160), catalogue.choices["em"], "cat", 8, limits)
