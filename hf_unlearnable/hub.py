@@ -193,6 +193,11 @@ def _join_card(front: dict, body: str) -> str:
     return f"---\n{fm}\n---\n\n{body.lstrip()}"
 
 
+def _pretty_name(repo_id: str) -> str:
+    name = repo_id.split("/")[-1]
+    return name if "unlearnable" in name.lower() else f"{name} (unlearnable)"
+
+
 def _size_category(n: int) -> str:
     for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
         if n < limit:
@@ -233,7 +238,7 @@ def _render(repo_id: str, protection: dict, front: dict, license_id: str, licens
         e["certificate"] = e.get("certificate_markdown")
         configs.append(e)
     src = f"[`{source_dataset}`](https://huggingface.co/datasets/{source_dataset})" if source_dataset else "a dataset"
-    pretty = front.get("pretty_name") or f"{repo_id.split('/')[-1]} (unlearnable)"
+    pretty = front.get("pretty_name") or _pretty_name(repo_id)
     return render_card("dataset_card.md", front, pretty_name=pretty, source_link=src, license=license_id,
                        license_note=license_note, configs=configs, repo_id=repo_id)
 
@@ -338,7 +343,7 @@ def push_protected(dataset: Any, repo_id: str, *, transform: Any = None, noise: 
 
     # Front matter: what datasets wrote (configs, dataset_info) + ours; the owner's keys win unless overwrite_card.
     existing_front, existing_body = _split_card(read("README.md") or "")
-    ours = {"license": license_id, "pretty_name": pretty_name or f"{repo_id.split('/')[-1]} (unlearnable)",
+    ours = {"license": license_id, "pretty_name": pretty_name or _pretty_name(repo_id),
             "task_categories": ["image-classification"], "task_ids": ["multi-class-image-classification"],
             "size_categories": [_size_category(sum(sum(c["splits"].values()) for c in protection["configs"].values()))],
             "source_datasets": [source_dataset] if source_dataset else None}
