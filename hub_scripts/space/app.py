@@ -10,9 +10,10 @@ amplified noise map, the measured L-inf and PSNR, and offers the result as a los
 On a Space, the noise banks are the repos in README.md's `models:` list (deploy.py --noise writes it).
 
 Methods offered: every registered method with a per-batch form (`hf_unlearnable.methods.METHODS`, `per_batch`)
-that can protect a single image, plus the class-wise noise banks (README `models:`, --noise, the env variable), applied
-by the class the user picks. Protection runs through the library's own transform (`protect(...)` called on
-one-row batches), so the budget check, the uint8 rounding and the PNG encoding are the library's.
+that can protect a single image, plus the class-wise noise banks (README `models:`, --noise, the env variable),
+applied by the class the user picks. Protection runs through the library's own transform (`protect(...)` called
+on batches of tiles, as `Dataset.map` calls it), so the budget check, the uint8 rounding and the PNG encoding are
+the library's.
 
 Large images: the image is cut into tiles and stitched back, and each call of the transform gets at most 512 x 512
 pixels, so memory does not grow with the image size. Methods that run a network get tiles of the network's own
