@@ -258,7 +258,7 @@ def read_image(path: str | os.PathLike, limits: Limits, uses_network: bool = Fal
 
 
 def _mp(pixels: int) -> str:
-    return f"{pixels / 1e6:.1f} MP"
+    return f"{pixels / 1e6:.1f} MP" if pixels >= 100_000 else f"{pixels:,} pixels"
 
 
 def _check_size(w: int, h: int, limits: Limits, uses_network: bool) -> None:

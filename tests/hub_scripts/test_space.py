@@ -227,12 +227,12 @@ def test_classwise_noise_is_stretched_to_a_photo_sized_image(app, tmp_path):
 def test_size_limits_refuse_before_work(app, catalogue, tmp_path):
     limits = app.Limits(max_pixels=200 * 150, max_network_pixels=100 * 100)
     mid = _png(tmp_path / "mid.png", _texture(120, 160))     # 19,200 px: above the network limit only
-    with pytest.raises(ProtectionError, match=r"network.*0\.0 MP.*'random' or a class-wise noise bank"):
+    with pytest.raises(ProtectionError, match=r"= 19,200 pixels; this method runs.* up to 10,000 pixels.*'random' or a class-wise noise bank"):
         app.read_image(mid, limits, uses_network=True)
     arr, _ = app.read_image(mid, limits, uses_network=False)
     assert arr.shape == (120, 160, 3)
     big = _png(tmp_path / "big.png", _texture(200, 160))     # 32,000 px: above any method's limit
-    with pytest.raises(ProtectionError, match=r"200 = 0\.0 MP; this Space protects at most 0\.0 MP\. Downscale"):
+    with pytest.raises(ProtectionError, match=r"160x200 = 32,000 pixels; this Space protects at most 30,000 pixels\. Downscale"):
         app.read_image(big, limits)
     with pytest.raises(ProtectionError, match="at least 8x8"):
         app.read_image(_png(tmp_path / "tiny.png", _texture(4, 30)), limits)
@@ -503,6 +503,22 @@ def test_browser_round_trip(app_url, browser_page, tmp_path):
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     with PIL.Image.open(SCREENSHOT) as shot:
         assert shot.width >= 1280 and shot.height >= 600
+    assert page.outside_requests == [], f"the page reached outside 127.0.0.1: {page.outside_requests}"
+
+
+def test_browser_shows_why_an_image_is_refused(app_url, browser_page, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser_page
+    sixteen = tmp_path / "scan16.png"
+    PIL.Image.fromarray(np.full((40, 40), 40000, dtype=np.uint16)).save(sixteen)   # a 16-bit greyscale scan
+    page.goto(app_url)
+    expect(page.locator("#protect")).to_be_visible(timeout=30_000)
+    page.locator("#inp input[type=file]").set_input_files(str(sixteen))
+    expect(page.locator("#inp img")).to_be_visible()
+    page.locator("#protect").click()
+    expect(page.locator(".toast-body")).to_contain_text("Export it as an 8-bit PNG or JPEG", timeout=30_000)
+    expect(page.locator("#report textarea")).to_have_value("")
     assert page.outside_requests == [], f"the page reached outside 127.0.0.1: {page.outside_requests}"
 
 
