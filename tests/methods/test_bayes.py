@@ -193,3 +193,18 @@ def test_craft_with_refresh_resumes_to_the_same_bytes(tmp_path):
     resumed = craft(ds, "bayes", checkpoint_dir=ckpt, **{**opts, "passes": 3})
     assert np.array_equal(resumed.steps, straight.steps)
     assert [h["refreshed"] for h in resumed.config.stats["history"]] == [False, True, True]
+
+
+def test_transformers_image_classifier_as_feature_surrogate(tmp_path):
+    """Features can come from a transformers image classifier (what its head reads), folder or object."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    cfg = ViTConfig(image_size=16, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=1,
+                    num_attention_heads=2, intermediate_size=64, num_labels=4)
+    ViTForImageClassification(cfg).eval().save_pretrained(tmp_path / "vit")
+    ds = build_dataset(n=12, labels=[0, 1, 2, 3] * 3)
+    for spec in (str(tmp_path / "vit"), ViTForImageClassification.from_pretrained(tmp_path / "vit")):
+        out = ds.map(protect(method="bayes", surrogate=spec, steps=3), batched=True)
+        deltas = [np.abs(p.astype(int) - o.astype(int)).max() for p, o in zip(stored_arrays(out), stored_arrays(ds))]
+        assert max(deltas) <= 8 and sum(d > 0 for d in deltas) >= 10
