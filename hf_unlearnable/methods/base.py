@@ -114,3 +114,33 @@ class Method:
         return Noise.from_deltas(deltas, ids=data.ids, epsilon=self.config.epsilon, method=self.name,
                                  method_config=self.config.to_dict(), class_names=data.class_names,
                                  source=data.source)
+
+
+class SurrogateMethod(Method):
+    """A Method whose per-batch form steps against a fixed surrogate (`config.surrogate`: None = the bundled
+    default, a path, a repo id or a model) and whose delta may start at a per-row seeded U(-eps, eps)
+    (`config.random_start`). Shared by em (and pue) and bayes."""
+
+    def __init__(self, config: MethodConfig | None = None, **options: Any):
+        super().__init__(config, **options)
+        self._surrogate = None
+
+    @property
+    def surrogate(self):
+        if self._surrogate is None:
+            from ..surrogates import load_surrogate
+
+            self._surrogate = load_surrogate(self.config.surrogate)
+        return self._surrogate
+
+    def _start(self, shape, ids: Sequence[str]):
+        """Initial delta [N, ...]: zeros, or U(-eps, eps) drawn per row id (independent of batching)."""
+        import torch
+
+        from .._images import row_rng
+
+        if not self.config.random_start:
+            return torch.zeros(shape)
+        eps = self.config.epsilon
+        rows = [row_rng(self.config.seed, r).uniform(-eps, eps, size=shape[1:]) for r in ids]
+        return torch.from_numpy(np.stack(rows).astype(np.float32))

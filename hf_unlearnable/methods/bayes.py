@@ -29,10 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._images import row_rng
 from ..errors import ProtectionError
 from . import register
-from .base import Method, MethodConfig
+from .base import MethodConfig, SurrogateMethod
 from .em import _Checkpoint, _fingerprint
 
 logger = logging.getLogger(__name__)
@@ -181,22 +180,10 @@ def stratified_batches(labels: np.ndarray, size: int, rng: np.random.Generator) 
 
 
 @register
-class BayesErrorOptimisation(Method):
+class BayesErrorOptimisation(SurrogateMethod):
     name = "bayes"
     config_class = BayesConfig
     uses_labels = True
-
-    def __init__(self, config: BayesConfig | None = None, **options: Any):
-        super().__init__(config, **options)
-        self._surrogate = None
-
-    @property
-    def surrogate(self):
-        if self._surrogate is None:
-            from ..surrogates import load_surrogate
-
-            self._surrogate = load_surrogate(self.config.surrogate)
-        return self._surrogate
 
     def _ascent_direction(self, model, x_adv: torch.Tensor, y: torch.Tensor, num_classes: int,
                           scale: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -226,13 +213,6 @@ class BayesErrorOptimisation(Method):
             x_adv = x_adv.detach() + cfg.step_size * grad.sign()
             x_adv = (x + (x_adv - x).clamp(-cfg.epsilon, cfg.epsilon)).clamp(0, 1)
         return (x_adv - x).detach()
-
-    def _start(self, shape, ids) -> torch.Tensor:
-        if not self.config.random_start:
-            return torch.zeros(shape)
-        eps = self.config.epsilon
-        rows = [row_rng(self.config.seed, r).uniform(-eps, eps, size=shape[1:]) for r in ids]
-        return torch.from_numpy(np.stack(rows).astype(np.float32))
 
     # -- per-batch form -----------------------------------------------------------------------------------------
     def perturb(self, images: np.ndarray, labels: np.ndarray | None, ids: list[str]) -> np.ndarray:

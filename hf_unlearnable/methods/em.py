@@ -31,10 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._images import row_rng
 from ..errors import ProtectionError
 from . import register
-from .base import Method, MethodConfig
+from .base import MethodConfig, SurrogateMethod
 
 logger = logging.getLogger(__name__)
 
@@ -189,24 +188,12 @@ def _restore_trainer(trainer, tensors: dict[str, torch.Tensor]) -> None:
 
 
 @register
-class ErrorMinimizing(Method):
+class ErrorMinimizing(SurrogateMethod):
     name = "em"
     config_class = EMConfig
     uses_labels = True
 
-    def __init__(self, config: EMConfig | None = None, **options: Any):
-        super().__init__(config, **options)
-        self._surrogate = None
-
     # -- per-batch form -----------------------------------------------------------------------------------------
-    @property
-    def surrogate(self):
-        if self._surrogate is None:
-            from ..surrogates import load_surrogate
-
-            self._surrogate = load_surrogate(self.config.surrogate)
-        return self._surrogate
-
     @property
     def num_classes(self) -> int:
         return self.surrogate.num_classes
@@ -227,13 +214,6 @@ class ErrorMinimizing(Method):
             out.append(pgd_min(model, x[sl], y[sl], delta[sl], epsilon=cfg.epsilon, step_size=cfg.step_size,
                                steps=cfg.steps))
         return torch.cat(out).permute(0, 2, 3, 1).cpu().numpy()
-
-    def _start(self, shape, ids: list[str]) -> torch.Tensor:
-        if not self.config.random_start:
-            return torch.zeros(shape)
-        eps = self.config.epsilon
-        rows = [row_rng(self.config.seed, r).uniform(-eps, eps, size=shape[1:]) for r in ids]
-        return torch.from_numpy(np.stack(rows).astype(np.float32))
 
     # -- dataset-level min-min ----------------------------------------------------------------------------------
     def _surrogate_step(self, trainer, x: torch.Tensor, y: torch.Tensor, history: list[dict]) -> float:
