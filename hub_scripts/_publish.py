@@ -55,3 +55,10 @@ def data_description(data: str, n: int) -> str:
     if data == "hub":
         return f"the Hub's CIFAR-10 train split, {n} rows"
     return f"CIFAR-10 train split from {data}, {n} rows"
+
+
+def push(artefact, args: argparse.Namespace, commit_message: str):
+    """Push a Noise or Surrogate with the shared Hub options; returns the commit info."""
+    return artefact.push_to_hub(args.repo_id, private=args.private, token=args.token, branch=args.branch,
+                                license=args.license, overwrite_card=args.overwrite_card,
+                                commit_message=commit_message)

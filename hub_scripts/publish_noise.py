@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _publish import add_hub_options, apply_endpoint, balanced_subset, data_description  # noqa: E402
+from _publish import add_hub_options, apply_endpoint, balanced_subset, data_description, push  # noqa: E402
 
 SOURCE_ID = "uoft-cs/cifar10"
 
@@ -61,9 +61,7 @@ def main(argv=None) -> int:
     noise.config.stats["craft_seconds"] = round(time.perf_counter() - t0, 1)
     if args.save_dir:
         noise.save_pretrained(args.save_dir)
-    commit = noise.push_to_hub(args.repo_id, private=args.private, token=args.token, branch=args.branch,
-                               license=args.license, overwrite_card=args.overwrite_card,
-                               commit_message=f"{args.method} class-wise CIFAR-10 noise, eps {noise.config.epsilon_255}")
+    commit = push(noise, args, f"{args.method} class-wise CIFAR-10 noise, eps {noise.config.epsilon_255}")
     print(f"published {noise!r} -> {commit.commit_url}")
     return 0
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _publish import add_hub_options, apply_endpoint, balanced_subset, data_description  # noqa: E402
+from _publish import add_hub_options, apply_endpoint, balanced_subset, data_description, push  # noqa: E402
 
 SOURCE_ID = "uoft-cs/cifar10"
 
@@ -61,9 +61,7 @@ def main(argv=None) -> int:
                                "train_rows": len(train), "test_rows": len(test), "test_accuracy": round(acc, 4),
                                "seconds": round(time.perf_counter() - t0, 1), "seed": args.seed, **tcfg.to_dict()}
         sur.eval()
-    commit = sur.push_to_hub(args.repo_id, private=args.private, token=args.token, branch=args.branch,
-                             license=args.license, overwrite_card=args.overwrite_card,
-                             commit_message=f"{sur.config.arch} CIFAR-10 surrogate")
+    commit = push(sur, args, f"{sur.config.arch} CIFAR-10 surrogate")
     print(f"published {sur.config.arch} surrogate -> {commit.commit_url}")
     return 0
 
