@@ -129,6 +129,8 @@ class BayesConfig(MethodConfig):
     random_start: bool = False          # start delta at U(-eps, eps) (per-row seeded) instead of 0
     targeted_weight: float = 0.0        # >0 adds a class-targeted term (toward class y+1, §1.10 'not tried');
                                         # per-row gradients are L1-normalised before mixing, so this is a ratio
+    augment_draws: int = 0              # >0: average each step's gradient over this many random crop+flips
+                                        # (expectation over the victim's augmentation); 0 = the plain image
     # craft (whole set) only
     passes: int = 10                    # sweeps over all rows
     subset_size: int = 2048             # rows per stratified ascent minibatch
@@ -151,6 +153,8 @@ class BayesConfig(MethodConfig):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ProtectionError(f"{name}={v!r} must be a positive integer.")
+        if not isinstance(self.augment_draws, int) or isinstance(self.augment_draws, bool) or self.augment_draws < 0:
+            raise ProtectionError(f"augment_draws={self.augment_draws!r} must be a non-negative integer.")
         if not isinstance(self.refresh_every, int) or self.refresh_every < 0:
             raise ProtectionError(f"refresh_every={self.refresh_every!r} must be a non-negative integer.")
         if self.subset_size < 2:
@@ -186,37 +190,50 @@ class BayesErrorOptimisation(SurrogateMethod):
     uses_labels = True
 
     def _ascent_direction(self, model, x_adv: torch.Tensor, y: torch.Tensor, num_classes: int,
-                          scale: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """Gradient of the objective w.r.t. x_adv (surrogate frozen, eval mode) and the estimate's value."""
+                          scale: torch.Tensor, gen: torch.Generator | None = None) -> tuple[torch.Tensor, float]:
+        """Gradient of the objective w.r.t. x_adv (surrogate frozen, eval mode) and the estimate's value.
+
+        With `augment_draws` (and a generator), the gradient is the mean over random crop+flips of x_adv: a
+        victim trained with augmentation never sees the stored image itself (methods.md §6.5)."""
+        from ..training import crop_flip
+
         cfg = self.config
-        x_adv = x_adv.detach().requires_grad_(True)
-        z = _features(model, x_adv, cfg.feature_batch) / scale
-        value = bayes_error(z, y, num_classes, sigma=cfg.sigma, chunk_size=cfg.chunk_size)
-        (grad,) = torch.autograd.grad(value, x_adv)
-        if cfg.targeted_weight > 0:
-            x_adv = x_adv.detach().requires_grad_(True)
-            logits = torch.cat([model(x_adv[s:s + cfg.feature_batch]) for s in range(0, len(x_adv), cfg.feature_batch)])
-            if logits.shape[1] < num_classes:
-                raise ProtectionError(f"targeted_weight needs a surrogate with >= {num_classes} classes; "
-                                      f"this one has {logits.shape[1]}.")
-            target = (y + 1) % num_classes
-            (g_t,) = torch.autograd.grad(-F.cross_entropy(logits, target, reduction="sum"), x_adv)
-            grad = _l1_rows(grad) + cfg.targeted_weight * _l1_rows(g_t)
-        return grad, float(value.detach())
+        draws = cfg.augment_draws if (cfg.augment_draws and gen is not None) else 0
+        grad = torch.zeros_like(x_adv)
+        values = []
+        for _ in range(max(1, draws)):
+            x_in = x_adv.detach().requires_grad_(True)
+            x_t = crop_flip(x_in, gen) if draws else x_in
+            z = _features(model, x_t, cfg.feature_batch) / scale
+            value = bayes_error(z, y, num_classes, sigma=cfg.sigma, chunk_size=cfg.chunk_size)
+            (g,) = torch.autograd.grad(value, x_in)
+            if cfg.targeted_weight > 0:
+                x_in = x_adv.detach().requires_grad_(True)
+                x_t = crop_flip(x_in, gen) if draws else x_in
+                logits = torch.cat([model(x_t[s:s + cfg.feature_batch]) for s in range(0, len(x_t), cfg.feature_batch)])
+                if logits.shape[1] < num_classes:
+                    raise ProtectionError(f"targeted_weight needs a surrogate with >= {num_classes} classes; "
+                                          f"this one has {logits.shape[1]}.")
+                target = (y + 1) % num_classes
+                (g_t,) = torch.autograd.grad(-F.cross_entropy(logits, target, reduction="sum"), x_in)
+                g = _l1_rows(g) + cfg.targeted_weight * _l1_rows(g_t)
+            grad += g
+            values.append(float(value.detach()))
+        return grad, float(np.mean(values))
 
     def _ascend(self, model, x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor, steps: int, num_classes: int,
-                scale: torch.Tensor) -> torch.Tensor:
+                scale: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         cfg = self.config
         x_adv = (x + delta.clamp(-cfg.epsilon, cfg.epsilon)).clamp(0, 1)
         for _ in range(steps):
-            grad, _ = self._ascent_direction(model, x_adv, y, num_classes, scale)
+            grad, _ = self._ascent_direction(model, x_adv, y, num_classes, scale, gen)
             x_adv = x_adv.detach() + cfg.step_size * grad.sign()
             x_adv = (x + (x_adv - x).clamp(-cfg.epsilon, cfg.epsilon)).clamp(0, 1)
         return (x_adv - x).detach()
 
     # -- per-batch form -----------------------------------------------------------------------------------------
     def perturb(self, images: np.ndarray, labels: np.ndarray | None, ids: list[str]) -> np.ndarray:
-        from .._images import to_tensor
+        from .._images import row_rng, to_tensor
         from ..training import device
 
         if labels is None:
@@ -236,7 +253,10 @@ class BayesErrorOptimisation(SurrogateMethod):
         num_classes = max(int(y.max()) + 1, getattr(self.surrogate, "num_classes", 0))
         with torch.no_grad():
             scale = feature_scale(_features(model, x, self.config.feature_batch))
-        delta = self._ascend(model, x, y, self._start(x.shape, ids).to(dev), self.config.steps, num_classes, scale)
+        # augmentation draws seeded by the seed and the batch's first row id: same batch partition, same bytes
+        gen = torch.Generator().manual_seed(int(row_rng(self.config.seed, ids[0]).integers(2**62)))
+        delta = self._ascend(model, x, y, self._start(x.shape, ids).to(dev), self.config.steps, num_classes, scale,
+                             gen)
         return delta.permute(0, 2, 3, 1).cpu().numpy()
 
     # -- whole-set form -----------------------------------------------------------------------------------------
@@ -326,6 +346,8 @@ class BayesErrorOptimisation(SurrogateMethod):
                     (to_float(images[s:s + 1000], dev) + delta[s:s + 1000].to(dev)).clamp(0, 1))
                     for s in range(0, len(images), 1000)]))
             rng = np.random.default_rng([cfg.seed, p])
+            # augmentation draws: a stream of their own per pass (resume gives the same bytes)
+            gen = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, p, 1]).integers(2**62)))
             values = []
             for idx in stratified_batches(data.labels, cfg.subset_size, rng):
                 if len(np.unique(data.labels[idx])) < 2:
@@ -335,7 +357,7 @@ class BayesErrorOptimisation(SurrogateMethod):
                 d = delta[idx].to(dev)
                 x_adv = (x + d).clamp(0, 1)
                 for _ in range(cfg.steps_per_batch):
-                    grad, value = self._ascent_direction(model, x_adv, y, num_classes, scale)
+                    grad, value = self._ascent_direction(model, x_adv, y, num_classes, scale, gen)
                     values.append(value)
                     x_adv = x_adv.detach() + cfg.step_size * grad.sign()
                     x_adv = (x + (x_adv - x).clamp(-cfg.epsilon, cfg.epsilon)).clamp(0, 1)

@@ -117,7 +117,7 @@ def test_config_defaults_and_validation():
     cfg = BayesConfig.from_options("bayes")
     assert cfg.step_size == pytest.approx(EPS / 10) and cfg.sigma == 0.3
     for bad in (dict(sigma=0), dict(steps=0), dict(step_size=1.0), dict(refresh_every=-1), dict(subset_size=1),
-                dict(targeted_weight=-1.0)):
+                dict(targeted_weight=-1.0), dict(augment_draws=-1), dict(augment_draws=1.5)):
         with pytest.raises(ProtectionError):
             BayesConfig.from_options("bayes", **bad)
 
@@ -158,6 +158,27 @@ def test_per_batch_same_partition_same_bytes(tiny_ds, tiny_surrogate_dir):
     a = stored_arrays(tiny_ds.map(t, batched=True, batch_size=20, load_from_cache_file=False))
     b = stored_arrays(tiny_ds.map(t, batched=True, batch_size=20, load_from_cache_file=False))
     assert all(np.array_equal(p, q) for p, q in zip(a, b))
+
+
+def test_augment_draws_are_seeded_per_batch_and_change_the_noise(tiny_ds, tiny_surrogate_dir):
+    """Averaging over crop+flips is a different objective (other bytes), still deterministic and in the box."""
+    runs = [stored_arrays(tiny_ds.map(protect(method="bayes", surrogate=tiny_surrogate_dir, steps=2, **kw),
+                                      batched=True, batch_size=20, load_from_cache_file=False))
+            for kw in (dict(augment_draws=2), dict(augment_draws=2), {})]
+    assert all(np.array_equal(p, q) for p, q in zip(runs[0], runs[1]))
+    assert not all(np.array_equal(p, q) for p, q in zip(runs[0], runs[2]))
+    originals = stored_arrays(tiny_ds)
+    assert max(np.abs(p.astype(int) - o.astype(int)).max() for p, o in zip(runs[0], originals)) <= 8
+
+
+def test_craft_with_augment_draws_resumes_to_the_same_bytes(tmp_path):
+    ds = build_dataset(n=40)
+    opts = dict(FAST_OPTIONS["bayes"], refresh_every=0, augment_draws=2)
+    straight = craft(ds, "bayes", **{**opts, "passes": 2})
+    ckpt = str(tmp_path / "ckpt")
+    craft(ds, "bayes", checkpoint_dir=ckpt, **{**opts, "passes": 1})
+    resumed = craft(ds, "bayes", checkpoint_dir=ckpt, **{**opts, "passes": 2})
+    assert np.array_equal(resumed.steps, straight.steps)
 
 
 def test_stratified_batches_partition_all_rows_with_every_class():
