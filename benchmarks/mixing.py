@@ -11,6 +11,7 @@ resumes and the sample-wise EM set of the efficacy benchmark is shared when --wo
 
     python benchmarks/mixing.py --split val --variants bayes-batch bayes-batch-targeted --ratios 0.5   # tuning
     python benchmarks/mixing.py --split test                                                         # final
+    python benchmarks/mixing.py --split val --no-augment --epochs 10                                 # §1.6 victims
     python benchmarks/mixing.py --per-class 50 --val-per-class 20 --epochs 1 --variants bayes-batch --split val \\
         --work /tmp/mix-smoke                                                                        # smoke run
 
@@ -38,6 +39,7 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     "bayes-batch-targeted": ("bayes", "per-batch", {"targeted_weight": 1.0}),
     "bayes-craft": ("bayes", "craft", {"passes": 10}),
     "bayes-craft-refresh": ("bayes", "craft", {"passes": 10, "refresh_every": 3, "surrogate_epochs": 4}),
+    "bayes-craft-augment": ("bayes", "craft", {"passes": 10, "augment_draws": 2}),
     "em-samplewise": ("em", "craft", {"mode": "samplewise", "min_iters": 10, "max_iters": 12}),
 }
 DEFAULT_VARIANTS = ["bayes-batch", "bayes-craft", "em-samplewise"]
@@ -73,6 +75,9 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=DEFAULT_VARIANTS)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-augment", action="store_true",
+                    help="victims train without crop+flip, as the BEO authors' protocol (methods.md §1.6); results "
+                         "go to mixing[-val]-noaug.*")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench-efficacy"),
                     help="folder of crafted sets (shared with efficacy.py) and cached victims")
@@ -81,6 +86,10 @@ def main(argv=None) -> int:
     import datasets
 
     from hf_unlearnable import __version__, evaluate
+    from hf_unlearnable.evaluate import VictimConfig
+
+    victim = VictimConfig.auto(args.epochs)
+    victim.train.augment = not args.no_augment
 
     train, evaluation = load_split(args.data, args.per_class, args.split, args.val_per_class, args.test or None)
     work = Path(args.work)
@@ -93,7 +102,7 @@ def main(argv=None) -> int:
         print(json.dumps(res), flush=True)
         jobs.append(res)
 
-    cache = work / f"mixing-{args.split}-e{args.epochs}-s{args.seed}"
+    cache = work / f"mixing-{args.split}-e{args.epochs}-s{args.seed}{'-noaug' if args.no_augment else ''}"
     cache.mkdir(exist_ok=True)
     ratios = sorted(set(args.ratios))
     base_file = cache / "baselines.json"
@@ -110,7 +119,7 @@ def main(argv=None) -> int:
         if todo or with_base:
             protected = datasets.load_from_disk(str(work / name))
             mix = sorted(set(todo) | (set(base_todo) if with_base else set())) or ratios
-            rep = evaluate(protected, evaluation, clean=train, mix=mix, epochs=args.epochs, seed=args.seed,
+            rep = evaluate(protected, evaluation, clean=train, mix=mix, victim=victim, seed=args.seed,
                            baselines=with_base)
             for row in rep.rows:
                 if row["train_set"] == "clean":
@@ -138,7 +147,7 @@ def main(argv=None) -> int:
               "crafting": [{k: j[k] for k in ("name", "method", "how", "options", "images_per_second",
                                               "peak_rss_mib", "total_seconds", "stats") if k in j} for j in jobs],
               "hf_unlearnable": __version__, "date": time.strftime("%Y-%m-%d")}
-    tag = "mixing" if args.split == "test" else "mixing-val"
+    tag = ("mixing" if args.split == "test" else "mixing-val") + ("-noaug" if args.no_augment else "")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{tag}.json").write_text(json.dumps(result, indent=1))
@@ -152,7 +161,9 @@ def to_markdown(r: dict) -> str:
     split = "full CIFAR-10 test set" if r["split"] == "test" else f"validation split ({r['evaluation_rows']} held-out train rows)"
     lines = [f"# Mixing benchmark ({r['date']}, hf_unlearnable {r['hf_unlearnable']})", "",
              f"{r['train_rows']} class-balanced CIFAR-10 train rows (JPEG copy), accuracy on the {split}; victim "
-             f"{(r['victim'] or {}).get('arch')} {r['epochs']} epochs, seed {r['seed']}. A mix of ratio r replaces "
+             f"{(r['victim'] or {}).get('arch')} {r['epochs']} epochs, "
+             f"{'crop+flip' if ((r['victim'] or {}).get('train') or {}).get('augment', True) else 'no augmentation'}, "
+             f"seed {r['seed']}. A mix of ratio r replaces "
              "r of the rows by their protected twins (seeded); its control trains on the (1 - r) clean rows alone.",
              "", f"Clean (all rows): **{100 * r['clean_accuracy']:.2f} %**", "",
              "| method | r | victim accuracy | clean-only control | mix − control |", "|---|---|---|---|---|"]
