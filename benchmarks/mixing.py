@@ -40,6 +40,9 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     "bayes-craft": ("bayes", "craft", {"passes": 10}),
     "bayes-craft-refresh": ("bayes", "craft", {"passes": 10, "refresh_every": 3, "surrogate_epochs": 4}),
     "bayes-craft-augment": ("bayes", "craft", {"passes": 10, "augment_draws": 2}),
+    "bayes-craft-augment4": ("bayes", "craft", {"passes": 10, "augment_draws": 4}),
+    "bayes-craft-augment-long": ("bayes", "craft", {"passes": 20, "augment_draws": 2}),
+    "bayes-craft-augment-targeted": ("bayes", "craft", {"passes": 10, "augment_draws": 2, "targeted_weight": 1.0}),
     "em-samplewise": ("em", "craft", {"mode": "samplewise", "min_iters": 10, "max_iters": 12}),
 }
 DEFAULT_VARIANTS = ["bayes-batch", "bayes-craft", "em-samplewise"]
