@@ -43,6 +43,9 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     "bayes-craft-augment4": ("bayes", "craft", {"passes": 10, "augment_draws": 4}),
     "bayes-craft-augment-long": ("bayes", "craft", {"passes": 20, "augment_draws": 2}),
     "bayes-craft-augment-targeted": ("bayes", "craft", {"passes": 10, "augment_draws": 2, "targeted_weight": 1.0}),
+    "bayes-craft-augment-refresh": ("bayes", "craft", {"passes": 10, "augment_draws": 2, "refresh_every": 3,
+                                                        "surrogate_epochs": 4}),
+    "bayes-craft-augment-anchors": ("bayes", "craft", {"passes": 10, "augment_draws": 2, "clean_anchors": True}),
     "em-samplewise": ("em", "craft", {"mode": "samplewise", "min_iters": 10, "max_iters": 12}),
 }
 DEFAULT_VARIANTS = ["bayes-batch", "bayes-craft", "em-samplewise"]

@@ -135,6 +135,9 @@ class BayesConfig(MethodConfig):
     passes: int = 10                    # sweeps over all rows
     subset_size: int = 2048             # rows per stratified ascent minibatch
     steps_per_batch: int = 1            # ascent steps on a minibatch before moving to the next
+    clean_anchors: bool = False         # add the clean images of another minibatch to each minibatch's estimate
+                                        # as fixed points: the poisons are pushed to overlap *clean* rows of
+                                        # other classes, a model of a release mixed with clean data
     refresh_every: int = 0              # passes between surrogate refreshes (0 = keep the fixed surrogate)
     surrogate_epochs: int = 4           # epochs of each refreshed surrogate (trained from scratch on x + delta)
     surrogate_arch: str = "convnet"
@@ -190,11 +193,14 @@ class BayesErrorOptimisation(SurrogateMethod):
     uses_labels = True
 
     def _ascent_direction(self, model, x_adv: torch.Tensor, y: torch.Tensor, num_classes: int,
-                          scale: torch.Tensor, gen: torch.Generator | None = None) -> tuple[torch.Tensor, float]:
+                          scale: torch.Tensor, gen: torch.Generator | None = None,
+                          anchors: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, float]:
         """Gradient of the objective w.r.t. x_adv (surrogate frozen, eval mode) and the estimate's value.
 
         With `augment_draws` (and a generator), the gradient is the mean over random crop+flips of x_adv: a
-        victim trained with augmentation never sees the stored image itself (methods.md §6.5)."""
+        victim trained with augmentation never sees the stored image itself (methods.md §6.5). With `anchors`
+        (clean images of other rows and their labels), the estimate is that of the union: the anchors are fixed
+        points, so only x_adv moves, toward the clean rows of other classes."""
         from ..training import crop_flip
 
         cfg = self.config
@@ -205,7 +211,14 @@ class BayesErrorOptimisation(SurrogateMethod):
             x_in = x_adv.detach().requires_grad_(True)
             x_t = crop_flip(x_in, gen) if draws else x_in
             z = _features(model, x_t, cfg.feature_batch) / scale
-            value = bayes_error(z, y, num_classes, sigma=cfg.sigma, chunk_size=cfg.chunk_size)
+            y_all = y
+            if anchors is not None:
+                with torch.no_grad():
+                    x_a = crop_flip(anchors[0], gen) if draws else anchors[0]
+                    z_a = _features(model, x_a, cfg.feature_batch) / scale
+                z = torch.cat([z, z_a])
+                y_all = torch.cat([y, anchors[1]])
+            value = bayes_error(z, y_all, num_classes, sigma=cfg.sigma, chunk_size=cfg.chunk_size)
             (g,) = torch.autograd.grad(value, x_in)
             if cfg.targeted_weight > 0:
                 x_in = x_adv.detach().requires_grad_(True)
@@ -238,6 +251,9 @@ class BayesErrorOptimisation(SurrogateMethod):
 
         if labels is None:
             raise ProtectionError("bayes needs labels: the dataset has no label column (pass label_column=...).")
+        if self.config.clean_anchors:
+            raise ProtectionError("clean_anchors=True needs rows outside the batch; it applies to craft(ds, 'bayes') "
+                                  "only. Drop it for protect(method='bayes').")
         if len(np.unique(labels)) < 2:
             raise ProtectionError(
                 f"bayes: a batch of {len(labels)} row(s) ({ids[0] if ids else '?'} ...) holds a single class "
@@ -302,6 +318,9 @@ class BayesErrorOptimisation(SurrogateMethod):
             raise ProtectionError("bayes needs labels: the dataset has no label column (pass label_column=...).")
         if len(np.unique(data.labels)) < 2:
             raise ProtectionError("bayes needs at least two classes in the data.")
+        if cfg.clean_anchors and len(data.labels) < 4:
+            raise ProtectionError(f"clean_anchors=True needs at least 4 rows (two minibatches); got "
+                                  f"{len(data.labels)}.")
         dev = device()
         seed_everything(cfg.seed)
         num_classes = data.num_classes
@@ -349,15 +368,23 @@ class BayesErrorOptimisation(SurrogateMethod):
             # augmentation draws: a stream of their own per pass (resume gives the same bytes)
             gen = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, p, 1]).integers(2**62)))
             values = []
-            for idx in stratified_batches(data.labels, cfg.subset_size, rng):
+            # with clean anchors, at least two minibatches: each one's anchors are the next one's clean rows (never
+            # a row's own clean twin, which a mix does not hold beside it)
+            size = min(cfg.subset_size, max(2, len(labels) // 2)) if cfg.clean_anchors else cfg.subset_size
+            batches = stratified_batches(data.labels, size, rng)
+            for b, idx in enumerate(batches):
                 if len(np.unique(data.labels[idx])) < 2:
                     continue
                 x = to_float(images[idx], dev)
                 y = labels[idx].to(dev)
                 d = delta[idx].to(dev)
                 x_adv = (x + d).clamp(0, 1)
+                anchors = None
+                if cfg.clean_anchors:
+                    other = batches[(b + 1) % len(batches)]
+                    anchors = (to_float(images[other], dev), labels[other].to(dev))
                 for _ in range(cfg.steps_per_batch):
-                    grad, value = self._ascent_direction(model, x_adv, y, num_classes, scale, gen)
+                    grad, value = self._ascent_direction(model, x_adv, y, num_classes, scale, gen, anchors)
                     values.append(value)
                     x_adv = x_adv.detach() + cfg.step_size * grad.sign()
                     x_adv = (x + (x_adv - x).clamp(-cfg.epsilon, cfg.epsilon)).clamp(0, 1)

@@ -181,6 +181,47 @@ def test_craft_with_augment_draws_resumes_to_the_same_bytes(tmp_path):
     assert np.array_equal(resumed.steps, straight.steps)
 
 
+def test_clean_anchors_are_craft_only_and_need_two_minibatches(tiny_ds, tiny_surrogate_dir):
+    with pytest.raises(ProtectionError, match="craft"):
+        tiny_ds.map(protect(method="bayes", surrogate=tiny_surrogate_dir, steps=1, clean_anchors=True), batched=True)
+    with pytest.raises(ProtectionError, match="at least 4 rows"):
+        craft(build_dataset(n=3, labels=[0, 1, 0]), "bayes", clean_anchors=True, **FAST_OPTIONS["bayes"])
+
+
+def test_clean_anchors_are_fixed_points_of_the_estimate():
+    """Anchors change the objective (the union's estimate) but never move: only the minibatch gets a gradient."""
+    from hf_unlearnable.methods.bayes import _features, feature_scale
+
+    method = BayesErrorOptimisation()
+    g = torch.Generator().manual_seed(0)
+    x, xa = torch.rand(12, 3, 32, 32, generator=g), torch.rand(12, 3, 32, 32, generator=g)
+    y = torch.arange(12) % 3
+    model = method.surrogate.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    scale = feature_scale(_features(model, x, 64))
+    xa_before = xa.clone()
+    plain_grad, plain = method._ascent_direction(model, x, y, 10, scale)
+    grad, value = method._ascent_direction(model, x, y, 10, scale, anchors=(xa, y.flip(0)))
+    assert grad.shape == x.shape and torch.equal(xa, xa_before)
+    assert value != pytest.approx(plain) and not torch.allclose(grad, plain_grad)
+    z = torch.cat([_features(model, x, 64), _features(model, xa, 64)]) / scale
+    assert value == pytest.approx(float(bayes_error(z, torch.cat([y, y.flip(0)]), 10)), rel=1e-5)
+
+
+def test_craft_with_clean_anchors_is_seeded_in_the_box_and_differs(tmp_path):
+    ds = build_dataset(n=40)
+    opts = dict(FAST_OPTIONS["bayes"], refresh_every=0)
+    a, b = (craft(ds, "bayes", clean_anchors=True, **opts) for _ in range(2))
+    plain = craft(ds, "bayes", **opts)
+    assert np.array_equal(a.steps, b.steps) and not np.array_equal(a.steps, plain.steps)
+    assert np.abs(a.steps.astype(int)).max() <= 8 and len(a) == 40
+    ckpt = str(tmp_path / "ckpt")
+    craft(ds, "bayes", checkpoint_dir=ckpt, clean_anchors=True, **{**opts, "passes": 1})
+    resumed = craft(ds, "bayes", checkpoint_dir=ckpt, clean_anchors=True, **opts)
+    assert np.array_equal(resumed.steps, a.steps)
+
+
 def test_stratified_batches_partition_all_rows_with_every_class():
     labels = np.repeat(np.arange(5), [40, 30, 20, 20, 10])
     batches = stratified_batches(labels, 24, np.random.default_rng(0))
