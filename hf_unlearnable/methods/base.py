@@ -133,6 +133,22 @@ class SurrogateMethod(Method):
             self._surrogate = load_surrogate(self.config.surrogate)
         return self._surrogate
 
+    def _craft_inputs(self, data):
+        """What every whole-set craft starts from: labels checked (present, at least two classes), the seed set,
+        and the images as uint8 NCHW (kept on the CPU; minibatches move to the device) with int64 labels."""
+        import torch
+
+        from ..training import seed_everything
+
+        if data.labels is None:
+            raise ProtectionError(f"{self.name} needs labels: the dataset has no label column "
+                                  "(pass label_column=...).")
+        if len(np.unique(data.labels)) < 2:
+            raise ProtectionError(f"{self.name} needs at least two classes in the data.")
+        seed_everything(self.config.seed)
+        images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous()
+        return images, torch.from_numpy(data.labels).long()
+
     def _start(self, shape, ids: Sequence[str]):
         """Initial delta [N, ...]: zeros, or U(-eps, eps) drawn per row id (independent of batching)."""
         import torch

@@ -311,21 +311,15 @@ class BayesErrorOptimisation(SurrogateMethod):
         from tqdm.auto import tqdm
 
         from ..noise import Noise
-        from ..training import device, seed_everything, to_float
+        from ..training import device, to_float
 
         cfg = self.config
-        if data.labels is None:
-            raise ProtectionError("bayes needs labels: the dataset has no label column (pass label_column=...).")
-        if len(np.unique(data.labels)) < 2:
-            raise ProtectionError("bayes needs at least two classes in the data.")
+        images, labels = self._craft_inputs(data)
         if cfg.clean_anchors and len(data.labels) < 4:
             raise ProtectionError(f"clean_anchors=True needs at least 4 rows (two minibatches); got "
                                   f"{len(data.labels)}.")
         dev = device()
-        seed_everything(cfg.seed)
         num_classes = data.num_classes
-        images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous()      # uint8 NCHW, stays on CPU
-        labels = torch.from_numpy(data.labels).long()
         delta = self._start(tuple(images.shape), data.ids)
 
         reference = self.surrogate.to(dev).eval()          # fixed features for the before/after estimate

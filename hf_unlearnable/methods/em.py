@@ -231,18 +231,12 @@ class ErrorMinimizing(SurrogateMethod):
 
         from ..noise import Noise
         from ..surrogates.nets import build
-        from ..training import StepTrainer, autocast, device, memory_format, seed_everything, to_float
+        from ..training import StepTrainer, autocast, device, memory_format, to_float
 
         cfg = self.config
-        if data.labels is None:
-            raise ProtectionError("EM needs labels: the dataset has no label column (pass label_column=...).")
-        if len(np.unique(data.labels)) < 2:
-            raise ProtectionError("EM needs at least two classes in the data.")
+        images, labels = self._craft_inputs(data)
         dev = device()
-        seed_everything(cfg.seed)
         num_classes = data.num_classes
-        images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous()      # uint8 NCHW, stays on CPU
-        labels = torch.from_numpy(data.labels)
         rows = (np.arange(len(data)) if cfg.mode == "samplewise"
                 else stratified_subset(data.labels, cfg.subset, cfg.seed))
         n_rows = len(rows)
