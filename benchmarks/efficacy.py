@@ -47,6 +47,8 @@ def _craft_job(args: dict) -> dict:
 
     train, _ = load_subset(args["data"], args["per_class"], 1)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # a craft resumed from an interrupted run's checkpoint only times the rest: its rate is not comparable
+    resumed = args["how"] != "per-batch" and (Path(args["out"] + ".ckpt") / "state.json").exists()
     t0 = time.perf_counter()
     if args["how"] == "per-batch":
         protected = train.map(protect(method=args["method"], **args["options"]), batched=True, batch_size=500,
@@ -63,7 +65,7 @@ def _craft_job(args: dict) -> dict:
     protected.save_to_disk(args["out"])
     result = {"name": args["name"], "method": args["method"], "how": args["how"], "options": args["options"],
             "rows": len(train), "craft_seconds": round(craft_seconds, 1), "total_seconds": round(total, 1),
-            "images_per_second": round(len(train) / total, 1),
+            "images_per_second": None if resumed else round(len(train) / total, 1), "resumed": resumed,
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "rss_before_crafting_mib": round(rss_before / 1024, 1), "stats": stats}
     (Path(args["out"]) / "job.json").write_text(json.dumps(result))  # marks the job complete (resume)
@@ -194,7 +196,8 @@ def to_markdown(r: dict) -> str:
         st = c.get("stats") or {}
         extra = (f"{st.get('rounds')} / {st.get('final_error'):.4f}" if st.get("rounds") else "")
         lines.append(f"| {c['name']} | {c['how']} | {c['rows']} | {c['craft_seconds']} | {c['total_seconds']} | "
-                     f"{c['images_per_second']} | {c['peak_rss_mib']} | {extra} |")
+                     f"{'n/a (resumed)' if c.get('images_per_second') is None else c['images_per_second']} | "
+                     f"{c['peak_rss_mib']} | {extra} |")
     lines += ["", f"Victim training total: {r['victim_seconds']} s.", ""]
     return "\n".join(lines)
 

@@ -46,6 +46,9 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     "bayes-craft-augment-refresh": ("bayes", "craft", {"passes": 10, "augment_draws": 2, "refresh_every": 3,
                                                         "surrogate_epochs": 4}),
     "bayes-craft-augment-anchors": ("bayes", "craft", {"passes": 10, "augment_draws": 2, "clean_anchors": True}),
+    "bayes-craft-augment-anchors-targeted": ("bayes", "craft", {"passes": 10, "augment_draws": 2, "clean_anchors": True,
+                                                                 "targeted_weight": 1.0}),
+    "bayes-craft-augment-anchors-long": ("bayes", "craft", {"passes": 20, "augment_draws": 2, "clean_anchors": True}),
     "em-samplewise": ("em", "craft", {"mode": "samplewise", "min_iters": 10, "max_iters": 12}),
 }
 DEFAULT_VARIANTS = ["bayes-batch", "bayes-craft", "em-samplewise"]
@@ -183,7 +186,8 @@ def to_markdown(r: dict) -> str:
         st = j.get("stats") or {}
         be = (f"{st['bayes_error_before']:.3f} → {st['bayes_error_after']:.3f}" if "bayes_error_before" in st
               else "–")
-        lines.append(f"| {j['name']} | {j['how']} | `{json.dumps(j['options'])}` | {j['images_per_second']} | "
+        rate = "n/a (resumed)" if j.get("images_per_second") is None else j["images_per_second"]
+        lines.append(f"| {j['name']} | {j['how']} | `{json.dumps(j['options'])}` | {rate} | "
                      f"{j['peak_rss_mib']} | {be} |")
     return "\n".join(lines) + "\n"
 
