@@ -51,8 +51,6 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     "bayes-craft-augment-anchors-long": ("bayes", "craft", {"passes": 20, "augment_draws": 2, "clean_anchors": True}),
     "bayes-craft-augment-anchors-targeted-long": ("bayes", "craft", {"passes": 20, "augment_draws": 2,
                                                                       "clean_anchors": True, "targeted_weight": 1.0}),
-    "bayes-craft-augment-anchors-scored": ("bayes", "craft", {"passes": 10, "augment_draws": 2, "clean_anchors": True,
-                                                               "score_anchors_only": True}),
     "bayes-craft-augment-anchors-targeted4": ("bayes", "craft", {"passes": 10, "augment_draws": 2,
                                                                   "clean_anchors": True, "targeted_weight": 4.0}),
     "em-samplewise": ("em", "craft", {"mode": "samplewise", "min_iters": 10, "max_iters": 12}),

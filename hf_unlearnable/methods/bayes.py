@@ -66,37 +66,35 @@ class _BayesErrorFn(torch.autograd.Function):
     """Mean leave-one-out error, recomputed chunk by chunk in backward so no N x N graph is ever kept."""
 
     @staticmethod
-    def forward(ctx, z, onehot, sigma, chunk_size, first):
+    def forward(ctx, z, onehot, sigma, chunk_size):
         ctx.save_for_backward(z, onehot)
-        ctx.sigma, ctx.chunk_size, ctx.first = sigma, chunk_size, first
+        ctx.sigma, ctx.chunk_size = sigma, chunk_size
         n = len(z)
         with torch.no_grad():
-            total = sum(_error_sum(z, onehot, sigma, s, min(s + chunk_size, n))
-                        for s in range(first, n, chunk_size))
-        return total / (n - first)
+            total = sum(_error_sum(z, onehot, sigma, s, min(s + chunk_size, n)) for s in range(0, n, chunk_size))
+        return total / n
 
     @staticmethod
     def backward(ctx, grad_out):
         z, onehot = ctx.saved_tensors
-        n, first = len(z), ctx.first
+        n = len(z)
         grad = torch.zeros_like(z)
         with torch.enable_grad():
-            for s in range(first, n, ctx.chunk_size):
+            for s in range(0, n, ctx.chunk_size):
                 zz = z.detach().requires_grad_(True)
-                part = _error_sum(zz, onehot, ctx.sigma, s, min(s + ctx.chunk_size, n)) / (n - first)
+                part = _error_sum(zz, onehot, ctx.sigma, s, min(s + ctx.chunk_size, n)) / n
                 (g,) = torch.autograd.grad(part, zz)
                 grad += g
-        return grad * grad_out, None, None, None, None
+        return grad * grad_out, None, None, None
 
 
 def bayes_error(z: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None, *, sigma: float = 0.3,
-                chunk_size: int = 512, first: int = 0) -> torch.Tensor:
+                chunk_size: int = 512) -> torch.Tensor:
     """Kernel estimate of the Bayes error of the labelled points z [N, D] (methods.md §1.3), differentiable in z.
 
     p_k(i) = sum_{j != i} s_ij 1[y_j = k] / sum_{j != i} s_ij with s_ij = exp(-|z_i - z_j|^2 / (2 sigma^2));
     returns mean_i (1 - max_k p_k(i)). Well-separated classes give ~0; classes with identical distributions give
     ~1 - 1/K (balanced). `sigma` = 0.3 is meant for features scaled to [-1, 1] (see `normalise_features`).
-    `first` > 0 averages the error over rows first..N-1 only; rows before it are neighbours, not scored.
     """
     if z.ndim != 2:
         raise ProtectionError(f"bayes_error expects features of shape [N, D], got {tuple(z.shape)}.")
@@ -104,12 +102,10 @@ def bayes_error(z: torch.Tensor, labels: torch.Tensor, num_classes: int | None =
         raise ProtectionError("bayes_error needs at least two points (it is a leave-one-out estimate).")
     if not sigma > 0:
         raise ProtectionError(f"sigma={sigma!r} must be positive.")
-    if not 0 <= first < len(z):
-        raise ProtectionError(f"first={first!r} must leave at least one scored row of the {len(z)}.")
     labels = torch.as_tensor(labels, device=z.device).long()
     k = int(num_classes if num_classes is not None else int(labels.max()) + 1)
     onehot = F.one_hot(labels, k).to(z.dtype)
-    return _BayesErrorFn.apply(z, onehot, float(sigma), int(chunk_size), int(first))
+    return _BayesErrorFn.apply(z, onehot, float(sigma), int(chunk_size))
 
 
 def feature_scale(features: torch.Tensor) -> torch.Tensor:
@@ -142,9 +138,6 @@ class BayesConfig(MethodConfig):
     clean_anchors: bool = False         # add the clean images of another minibatch to each minibatch's estimate
                                         # as fixed points: the poisons are pushed to overlap *clean* rows of
                                         # other classes, a model of a release mixed with clean data
-    score_anchors_only: bool = False    # with clean_anchors: the estimate's error is taken at the clean anchors
-                                        # only (protected rows are neighbours): the error a kernel classifier
-                                        # trained on the mix makes on clean rows
     refresh_every: int = 0              # passes between surrogate refreshes (0 = keep the fixed surrogate)
     surrogate_epochs: int = 4           # epochs of each refreshed surrogate (trained from scratch on x + delta)
     surrogate_arch: str = "convnet"
@@ -171,8 +164,6 @@ class BayesConfig(MethodConfig):
             raise ProtectionError("subset_size must be at least 2.")
         if not self.targeted_weight >= 0:
             raise ProtectionError(f"targeted_weight={self.targeted_weight!r} must be >= 0.")
-        if self.score_anchors_only and not self.clean_anchors:
-            raise ProtectionError("score_anchors_only=True scores the clean anchors; it needs clean_anchors=True.")
 
 
 def _features(model, x: torch.Tensor, batch: int) -> torch.Tensor:
@@ -220,15 +211,14 @@ class BayesErrorOptimisation(SurrogateMethod):
             x_in = x_adv.detach().requires_grad_(True)
             x_t = crop_flip(x_in, gen) if draws else x_in
             z = _features(model, x_t, cfg.feature_batch) / scale
-            y_all, first = y, 0
+            y_all = y
             if anchors is not None:
                 with torch.no_grad():
                     x_a = crop_flip(anchors[0], gen) if draws else anchors[0]
                     z_a = _features(model, x_a, cfg.feature_batch) / scale
                 z = torch.cat([z, z_a])
                 y_all = torch.cat([y, anchors[1]])
-                first = len(y) if cfg.score_anchors_only else 0
-            value = bayes_error(z, y_all, num_classes, sigma=cfg.sigma, chunk_size=cfg.chunk_size, first=first)
+            value = bayes_error(z, y_all, num_classes, sigma=cfg.sigma, chunk_size=cfg.chunk_size)
             (g,) = torch.autograd.grad(value, x_in)
             if cfg.targeted_weight > 0:
                 x_in = x_adv.detach().requires_grad_(True)

@@ -68,29 +68,6 @@ def test_gradient_is_of_the_mean_and_chunking_does_not_change_it():
     assert slope == pytest.approx(float(grads[0].norm()), rel=1e-4)
 
 
-@pytest.mark.parametrize("first", [1, 25, 59])
-def test_estimator_scores_rows_from_first_only(first):
-    """Rows before `first` are neighbours only: the value is the reference's mean over the scored rows, and the
-    gradient still reaches the unscored rows (they move the scored rows' posteriors)."""
-    z, y = _points()
-    zt = torch.tensor(z, requires_grad=True)
-    got = bayes_error(zt, torch.tensor(y), 3, sigma=1.0, chunk_size=7, first=first)
-    n = len(z)
-    total = reference_bayes_error(z, y, 3, 1.0) * n   # the sum over all rows, minus the unscored ones
-    unscored = 0.0
-    for i in range(first):
-        s = np.array([0.0 if j == i else np.exp(-np.sum((z[i] - z[j]) ** 2) / 2) for j in range(n)])
-        unscored += 1 - max(s[y == c].sum() for c in range(3)) / s.sum()
-    assert got.item() == pytest.approx((total - unscored) / (n - first), abs=1e-10)
-    got.backward()
-    assert zt.grad[:first].abs().sum() > 0
-    assert torch.autograd.gradcheck(lambda t: bayes_error(t, torch.tensor(y[:12]), 3, sigma=1.0, chunk_size=5,
-                                                          first=4), (torch.tensor(z[:12, :3], requires_grad=True),),
-                                    eps=1e-6, atol=1e-6)
-    with pytest.raises(ProtectionError, match="first"):
-        bayes_error(zt, torch.tensor(y), 3, first=n)
-
-
 def test_well_separated_classes_give_about_zero():
     g = np.random.default_rng(1)
     y = np.arange(90) % 3
@@ -230,27 +207,6 @@ def test_clean_anchors_are_fixed_points_of_the_estimate():
     assert value != pytest.approx(plain) and not torch.allclose(grad, plain_grad)
     z = torch.cat([_features(model, x, 64), _features(model, xa, 64)]) / scale
     assert value == pytest.approx(float(bayes_error(z, torch.cat([y, y.flip(0)]), 10)), rel=1e-5)
-
-
-def test_score_anchors_only_needs_anchors_and_scores_them():
-    from hf_unlearnable.methods.bayes import _features, feature_scale
-
-    with pytest.raises(ProtectionError, match="clean_anchors"):
-        craft(build_dataset(n=8), "bayes", score_anchors_only=True, **FAST_OPTIONS["bayes"])
-    method = BayesErrorOptimisation(BayesConfig(clean_anchors=True, score_anchors_only=True))
-    g = torch.Generator().manual_seed(0)
-    x, xa = torch.rand(12, 3, 32, 32, generator=g), torch.rand(12, 3, 32, 32, generator=g)
-    y = torch.arange(12) % 3
-    model = method.surrogate.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    scale = feature_scale(_features(model, x, 64))
-    grad, value = method._ascent_direction(model, x, y, 10, scale, anchors=(xa, y.flip(0)))
-    z = torch.cat([_features(model, x, 64), _features(model, xa, 64)]) / scale
-    labels = torch.cat([y, y.flip(0)])
-    assert value == pytest.approx(float(bayes_error(z, labels, 10, first=12)), rel=1e-5)
-    assert value != pytest.approx(float(bayes_error(z, labels, 10)), rel=1e-3)
-    assert grad.abs().sum() > 0
 
 
 def test_craft_with_clean_anchors_is_seeded_in_the_box_and_differs(tmp_path):
