@@ -75,7 +75,13 @@ def _craft_job(args: dict) -> dict:
 def run_job(job: dict) -> dict:
     done = Path(job["out"]) / "job.json"
     if done.exists():  # finished by an earlier, interrupted run of the same benchmark
-        return json.loads(done.read_text())
+        result = json.loads(done.read_text())
+        if (result.get("method"), result.get("how"), result.get("options")) != (job["method"], job["how"],
+                                                                                   job["options"]):
+            raise SystemExit(f"{job['out']} holds {result.get('name')!r} crafted with other options "
+                             f"({result.get('options')}, now {job['options']}): delete that folder (and its .ckpt) "
+                             "or pass another --work.")
+        return result
     ctx = mp.get_context("spawn")
     with ctx.Pool(1) as pool:
         return pool.apply(_craft_job, (job,))

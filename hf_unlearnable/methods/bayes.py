@@ -13,6 +13,9 @@ Two forms:
 - `craft(ds, "bayes")`: the whole set. Stratified minibatches of `subset_size` rows, `passes` sweeps over the
   data, and every `refresh_every` passes a fresh surrogate trained on the current protected images (§1.9).
   Resumable from `checkpoint_dir`; records the whole-set estimate before and after (same features, same scale).
+  By default it also averages each step over the victim's crop+flip, anchors every minibatch to clean rows of
+  another one and adds a class-targeted term (`CRAFT_DEFAULTS`): the strongest setting on the mixing benchmark's
+  validation split. The per-batch form keeps the plain step.
 
 Pitfalls handled: the estimate is computed in the log domain with a max shift, so distant points do not underflow
 (§6.11: with the authors' `exp` + 1e-8 an isolated point counts as error 1); value and gradient are both of the
@@ -21,6 +24,7 @@ Pitfalls handled: the estimate is computed in the log domain with a max shift, s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -127,15 +131,17 @@ class BayesConfig(MethodConfig):
     feature_batch: int = 512            # images per surrogate forward/backward (memory)
     surrogate: Any = None               # fixed surrogate (None = bundled default, a path, or a Surrogate)
     random_start: bool = False          # start delta at U(-eps, eps) (per-row seeded) instead of 0
-    targeted_weight: float = 0.0        # >0 adds a class-targeted term (toward class y+1, §1.10 'not tried');
-                                        # per-row gradients are L1-normalised before mixing, so this is a ratio
-    augment_draws: int = 0              # >0: average each step's gradient over this many random crop+flips
+    # None below = chosen per form: CRAFT_DEFAULTS in craft(), off in the per-batch form
+    targeted_weight: float | None = None  # >0 adds a class-targeted term (toward class y+1, §1.10 'not tried');
+                                        # per-row gradients are L1-normalised before mixing, so this is a ratio.
+                                        # craft's default applies only when the surrogate's classes are the data's
+    augment_draws: int | None = None    # >0: average each step's gradient over this many random crop+flips
                                         # (expectation over the victim's augmentation); 0 = the plain image
     # craft (whole set) only
-    passes: int = 10                    # sweeps over all rows
+    passes: int = 20                    # sweeps over all rows
     subset_size: int = 2048             # rows per stratified ascent minibatch
     steps_per_batch: int = 1            # ascent steps on a minibatch before moving to the next
-    clean_anchors: bool = False         # add the clean images of another minibatch to each minibatch's estimate
+    clean_anchors: bool | None = None   # add the clean images of another minibatch to each minibatch's estimate
                                         # as fixed points: the poisons are pushed to overlap *clean* rows of
                                         # other classes, a model of a release mixed with clean data
     refresh_every: int = 0              # passes between surrogate refreshes (0 = keep the fixed surrogate)
@@ -156,14 +162,24 @@ class BayesConfig(MethodConfig):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ProtectionError(f"{name}={v!r} must be a positive integer.")
-        if not isinstance(self.augment_draws, int) or isinstance(self.augment_draws, bool) or self.augment_draws < 0:
-            raise ProtectionError(f"augment_draws={self.augment_draws!r} must be a non-negative integer.")
+        if self.augment_draws is not None and (not isinstance(self.augment_draws, int)
+                                               or isinstance(self.augment_draws, bool) or self.augment_draws < 0):
+            raise ProtectionError(f"augment_draws={self.augment_draws!r} must be a non-negative integer (or None).")
+        if self.clean_anchors is not None and not isinstance(self.clean_anchors, bool):
+            raise ProtectionError(f"clean_anchors={self.clean_anchors!r} must be True, False or None.")
         if not isinstance(self.refresh_every, int) or self.refresh_every < 0:
             raise ProtectionError(f"refresh_every={self.refresh_every!r} must be a non-negative integer.")
         if self.subset_size < 2:
             raise ProtectionError("subset_size must be at least 2.")
-        if not self.targeted_weight >= 0:
-            raise ProtectionError(f"targeted_weight={self.targeted_weight!r} must be >= 0.")
+        if self.targeted_weight is not None and not (isinstance(self.targeted_weight, (int, float))
+                                                     and self.targeted_weight >= 0):
+            raise ProtectionError(f"targeted_weight={self.targeted_weight!r} must be a number >= 0 (or None).")
+
+
+# What craft() uses for an option left at None: the strongest setting measured on the mixing benchmark's validation
+# split (benchmarks/results/mixing-val.md, README "Mixing"; with passes=20). The per-batch form keeps the plain
+# §1.9 step: these cost it 2-3x, were not measured there, and a batch has no rows outside it to anchor to.
+CRAFT_DEFAULTS = {"targeted_weight": 1.0, "augment_draws": 2, "clean_anchors": True}
 
 
 def _features(model, x: torch.Tensor, batch: int) -> torch.Tensor:
@@ -191,6 +207,27 @@ class BayesErrorOptimisation(SurrogateMethod):
     name = "bayes"
     config_class = BayesConfig
     uses_labels = True
+
+    def _resolved(self, form: str, data_len: int, num_classes: int, class_names=None) -> BayesConfig:
+        """The config with every None option chosen for `form` ("craft" or "batch"), as recorded in the Noise."""
+        cfg, auto = self.config, {}
+        if form == "craft":
+            if cfg.clean_anchors is None:
+                auto["clean_anchors"] = CRAFT_DEFAULTS["clean_anchors"] and data_len >= 4
+            if cfg.augment_draws is None:
+                auto["augment_draws"] = CRAFT_DEFAULTS["augment_draws"]
+            if cfg.targeted_weight is None:
+                sur = self.surrogate
+                names = getattr(getattr(sur, "config", None), "class_names", None)
+                same = getattr(sur, "num_classes", None) == num_classes and (
+                    not names or not class_names or list(names) == list(class_names))
+                auto["targeted_weight"] = CRAFT_DEFAULTS["targeted_weight"] if same else 0.0
+                if not same:
+                    logger.info("bayes: the surrogate's classes are not the data's; no targeted term (pass "
+                                "targeted_weight= to force one)")
+        else:
+            auto = {k: (False if k == "clean_anchors" else 0) for k in CRAFT_DEFAULTS if getattr(cfg, k) is None}
+        return dataclasses.replace(cfg, **auto) if auto else cfg
 
     def _ascent_direction(self, model, x_adv: torch.Tensor, y: torch.Tensor, num_classes: int,
                           scale: torch.Tensor, gen: torch.Generator | None = None,
@@ -220,7 +257,7 @@ class BayesErrorOptimisation(SurrogateMethod):
                 y_all = torch.cat([y, anchors[1]])
             value = bayes_error(z, y_all, num_classes, sigma=cfg.sigma, chunk_size=cfg.chunk_size)
             (g,) = torch.autograd.grad(value, x_in)
-            if cfg.targeted_weight > 0:
+            if cfg.targeted_weight:  # None (unresolved) = off
                 x_in = x_adv.detach().requires_grad_(True)
                 x_t = crop_flip(x_in, gen) if draws else x_in
                 logits = torch.cat([model(x_t[s:s + cfg.feature_batch]) for s in range(0, len(x_t), cfg.feature_batch)])
@@ -246,6 +283,14 @@ class BayesErrorOptimisation(SurrogateMethod):
 
     # -- per-batch form -----------------------------------------------------------------------------------------
     def perturb(self, images: np.ndarray, labels: np.ndarray | None, ids: list[str]) -> np.ndarray:
+        saved = self.config
+        self.config = self._resolved("batch", len(images), 0)
+        try:
+            return self._perturb(images, labels, ids)
+        finally:
+            self.config = saved
+
+    def _perturb(self, images: np.ndarray, labels: np.ndarray | None, ids: list[str]) -> np.ndarray:
         from .._images import row_rng, to_tensor
         from ..training import device
 
@@ -308,6 +353,14 @@ class BayesErrorOptimisation(SurrogateMethod):
         return net.eval()
 
     def craft(self, data, checkpoint_dir=None):
+        saved = self.config
+        self.config = self._resolved("craft", len(data), data.num_classes, data.class_names)
+        try:
+            return self._craft(data, checkpoint_dir)
+        finally:
+            self.config = saved
+
+    def _craft(self, data, checkpoint_dir=None):
         from tqdm.auto import tqdm
 
         from ..noise import Noise

@@ -213,13 +213,42 @@ def test_craft_with_clean_anchors_is_seeded_in_the_box_and_differs(tmp_path):
     ds = build_dataset(n=40)
     opts = dict(FAST_OPTIONS["bayes"], refresh_every=0)
     a, b = (craft(ds, "bayes", clean_anchors=True, **opts) for _ in range(2))
-    plain = craft(ds, "bayes", **opts)
+    plain = craft(ds, "bayes", clean_anchors=False, **opts)
     assert np.array_equal(a.steps, b.steps) and not np.array_equal(a.steps, plain.steps)
     assert np.abs(a.steps.astype(int)).max() <= 8 and len(a) == 40
     ckpt = str(tmp_path / "ckpt")
     craft(ds, "bayes", checkpoint_dir=ckpt, clean_anchors=True, **{**opts, "passes": 1})
     resumed = craft(ds, "bayes", checkpoint_dir=ckpt, clean_anchors=True, **opts)
     assert np.array_equal(resumed.steps, a.steps)
+
+
+def test_options_left_at_none_are_chosen_per_form_and_recorded(tiny_surrogate_dir):
+    """craft() takes CRAFT_DEFAULTS (the strongest measured setting); the per-batch form keeps the plain step; an
+    explicit value always wins; the Noise records the values used, never None."""
+    from hf_unlearnable.methods.bayes import CRAFT_DEFAULTS
+    from hf_unlearnable.surrogates import load_surrogate
+
+    method = BayesErrorOptimisation()
+    cifar = [f"c{k}" for k in range(10)]
+    crafted = method._resolved("craft", 40, 10, None)
+    assert {k: getattr(crafted, k) for k in CRAFT_DEFAULTS} == CRAFT_DEFAULTS and crafted.passes == 20
+    batch = method._resolved("batch", 40, 10)
+    assert (batch.targeted_weight, batch.augment_draws, batch.clean_anchors) == (0, 0, False)
+    assert method.config.targeted_weight is None          # resolving never changes the user's config
+    assert method._resolved("craft", 3, 10, None).clean_anchors is False          # too few rows to anchor
+    # a surrogate whose classes are not the data's gets no targeted term by default, but an explicit one stays
+    assert method._resolved("craft", 40, 3, None).targeted_weight == 0
+    assert method._resolved("craft", 40, 10, cifar).targeted_weight == 0
+    assert method._resolved("craft", 40, 10, load_surrogate(None).config.class_names).targeted_weight == 1.0
+    explicit = BayesErrorOptimisation(targeted_weight=0.5, augment_draws=0, clean_anchors=False)
+    got = explicit._resolved("craft", 40, 3, None)
+    assert (got.targeted_weight, got.augment_draws, got.clean_anchors) == (0.5, 0, False)
+
+    ds = build_dataset(n=24)
+    noise = craft(ds, "bayes", surrogate=tiny_surrogate_dir, passes=1, subset_size=8)
+    recorded = noise.config.method_config
+    assert recorded["clean_anchors"] is True and recorded["augment_draws"] == 2
+    assert recorded["targeted_weight"] == 1.0 and recorded["passes"] == 1
 
 
 def test_stratified_batches_partition_all_rows_with_every_class():
