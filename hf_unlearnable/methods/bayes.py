@@ -24,6 +24,7 @@ Pitfalls handled: the estimate is computed in the log domain with a max shift, s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -180,6 +181,7 @@ class BayesConfig(MethodConfig):
 # split (benchmarks/results/mixing-val.md, README "Mixing"; with passes=20). The per-batch form keeps the plain
 # §1.9 step: these cost it 2-3x, were not measured there, and a batch has no rows outside it to anchor to.
 CRAFT_DEFAULTS = {"targeted_weight": 1.0, "augment_draws": 2, "clean_anchors": True}
+BATCH_DEFAULTS = {"targeted_weight": 0.0, "augment_draws": 0, "clean_anchors": False}
 
 
 def _features(model, x: torch.Tensor, batch: int) -> torch.Tensor:
@@ -226,8 +228,18 @@ class BayesErrorOptimisation(SurrogateMethod):
                     logger.info("bayes: the surrogate's classes are not the data's; no targeted term (pass "
                                 "targeted_weight= to force one)")
         else:
-            auto = {k: (False if k == "clean_anchors" else 0) for k in CRAFT_DEFAULTS if getattr(cfg, k) is None}
+            auto = {k: v for k, v in BATCH_DEFAULTS.items() if getattr(cfg, k) is None}
         return dataclasses.replace(cfg, **auto) if auto else cfg
+
+    @contextlib.contextmanager
+    def _config_for(self, form: str, data_len: int, num_classes: int, class_names=None):
+        """Run one form with its resolved config; the user's config (with its Nones) is back afterwards."""
+        saved = self.config
+        self.config = self._resolved(form, data_len, num_classes, class_names)
+        try:
+            yield self.config
+        finally:
+            self.config = saved
 
     def _ascent_direction(self, model, x_adv: torch.Tensor, y: torch.Tensor, num_classes: int,
                           scale: torch.Tensor, gen: torch.Generator | None = None,
@@ -283,12 +295,8 @@ class BayesErrorOptimisation(SurrogateMethod):
 
     # -- per-batch form -----------------------------------------------------------------------------------------
     def perturb(self, images: np.ndarray, labels: np.ndarray | None, ids: list[str]) -> np.ndarray:
-        saved = self.config
-        self.config = self._resolved("batch", len(images), 0)
-        try:
+        with self._config_for("batch", len(images), 0):
             return self._perturb(images, labels, ids)
-        finally:
-            self.config = saved
 
     def _perturb(self, images: np.ndarray, labels: np.ndarray | None, ids: list[str]) -> np.ndarray:
         from .._images import row_rng, to_tensor
@@ -353,12 +361,8 @@ class BayesErrorOptimisation(SurrogateMethod):
         return net.eval()
 
     def craft(self, data, checkpoint_dir=None):
-        saved = self.config
-        self.config = self._resolved("craft", len(data), data.num_classes, data.class_names)
-        try:
+        with self._config_for("craft", len(data), data.num_classes, data.class_names):
             return self._craft(data, checkpoint_dir)
-        finally:
-            self.config = saved
 
     def _craft(self, data, checkpoint_dir=None):
         from tqdm.auto import tqdm
