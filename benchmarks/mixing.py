@@ -63,17 +63,21 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
 DEFAULT_VARIANTS = ["bayes-batch", "bayes-craft", "em-samplewise"]
 
 
+def per_class_rows(labels, start: int, stop: int) -> np.ndarray:
+    """Sorted row indices: the start..stop-1-th rows of every class (in dataset order)."""
+    labels = np.asarray(labels)
+    return np.sort(np.concatenate([np.flatnonzero(labels == k)[start:stop] for k in np.unique(labels)]))
+
+
 def load_split(data: str, per_class: int, split: str, val_per_class: int, n_test: int | None):
     """The training subset (as efficacy.load_subset) and the evaluation set: test, or the held-out val rows."""
     from hf_unlearnable.data import load_cifar10
 
     train = load_cifar10("train", data)
-    labels = np.asarray(train["label"])
-    by_class = [np.flatnonzero(labels == k) for k in np.unique(labels)]
-    keep = np.sort(np.concatenate([rows[:per_class] for rows in by_class]))
+    labels = train["label"]
+    keep = per_class_rows(labels, 0, per_class)
     if split == "val":
-        held = np.sort(np.concatenate([rows[per_class:per_class + val_per_class] for rows in by_class]))
-        evaluation = train.select(held)
+        evaluation = train.select(per_class_rows(labels, per_class, per_class + val_per_class))
     else:
         evaluation = load_cifar10("test", data)
         if n_test:

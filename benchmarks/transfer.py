@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mixing import load_split  # noqa: E402  (the same 10k rows and validation rows)
+from mixing import load_split, per_class_rows  # noqa: E402  (the same 10k rows and validation rows)
 
 
 def main(argv=None) -> int:
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     from hf_unlearnable import __version__
     from hf_unlearnable._data import load_labelled
     from hf_unlearnable.data import load_cifar10
-    from hf_unlearnable.evaluate import VictimConfig
+    from hf_unlearnable.evaluate import VictimConfig, mix_rows
     from hf_unlearnable.surrogates import load_surrogate
     from hf_unlearnable.surrogates.nets import build
     from hf_unlearnable.training import accuracy, fit, predict
@@ -73,9 +73,7 @@ def main(argv=None) -> int:
         fresh.load_state_dict(load_file(str(fresh_file)))
     else:
         full = load_cifar10("train", args.data)
-        labels = np.asarray(full["label"])
-        rows = np.sort(np.concatenate([np.flatnonzero(labels == k)[start:start + args.per_class]
-                                       for k in np.unique(labels)]))
+        rows = per_class_rows(full["label"], start, start + args.per_class)
         F = load_labelled(full.select(rows), desc="Reading disjoint rows")
         torch.manual_seed(args.seed + 1)
         fresh = build(victim.arch, T.num_classes, victim.width)
@@ -101,8 +99,7 @@ def main(argv=None) -> int:
 
     # 2. the ceiling: the r = 0.5 rows evaluate() would protect (same seed), relabelled
     n = len(T)
-    chosen = np.zeros(n, dtype=bool)
-    chosen[np.random.default_rng(args.seed).permutation(n)[: int(round(0.5 * n))]] = True
+    chosen = mix_rows(n, 0.5, args.seed)
     other = (T.labels + np.random.default_rng(args.seed + 5).integers(1, T.num_classes, n)) % T.num_classes
     ceiling = {}
     for tag, wrong in (("y+1", (T.labels + 1) % T.num_classes), ("random other class", other)):

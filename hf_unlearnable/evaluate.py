@@ -123,6 +123,17 @@ def _aligned(protected: LabelledImages, clean: LabelledImages) -> None:
                               f"{clean.images.shape[1:]}.")
 
 
+def mix_rows(n: int, ratio: float, seed: int) -> np.ndarray:
+    """The rows a mix of `ratio` protects (boolean mask over n rows): a seeded choice of round(ratio * n) rows."""
+    k = int(round(ratio * n))
+    if k == 0 or k == n:
+        raise ProtectionError(f"mix ratio {ratio} of {n} rows protects {k} rows: the mix or its clean-only control "
+                              "would be empty. Use a ratio that leaves rows on both sides, or 1.0.")
+    chosen = np.zeros(n, dtype=bool)
+    chosen[np.random.default_rng(seed).permutation(n)[:k]] = True
+    return chosen
+
+
 def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[float] = (1.0,),
              defences: Sequence[str] = ("none",), victim: Any = None, epochs: int | None = None, seed: int = 0,
              image_column: str | None = None, label_column: str | None = None, progress: bool = True,
@@ -157,7 +168,6 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
     num_classes = max(P.num_classes, T.num_classes)
 
     n = len(P)
-    order = np.random.default_rng(seed).permutation(n)
     runs: list[tuple[str, float, np.ndarray, np.ndarray]] = []   # (train_set, r, images, labels)
     if C is not None and baselines:
         runs.append(("clean", 0.0, C.images, C.labels))
@@ -165,12 +175,7 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
         if r == 1.0:
             runs.append(("protected", 1.0, P.images, P.labels))
             continue
-        k = int(round(r * n))
-        if k == 0 or k == n:
-            raise ProtectionError(f"mix ratio {r} of {n} rows protects {k} rows: the mix or its clean-only control "
-                                  "would be empty. Use a ratio that leaves rows on both sides, or 1.0.")
-        chosen = np.zeros(n, dtype=bool)
-        chosen[order[:k]] = True
+        chosen = mix_rows(n, r, seed)
         images = np.where(chosen[:, None, None, None], P.images, C.images)
         runs.append(("mix", r, images, P.labels))
         if baselines:

@@ -212,23 +212,20 @@ class BayesErrorOptimisation(SurrogateMethod):
 
     def _resolved(self, form: str, data_len: int, num_classes: int, class_names=None) -> BayesConfig:
         """The config with every None option chosen for `form` ("craft" or "batch"), as recorded in the Noise."""
-        cfg, auto = self.config, {}
+        cfg = self.config
+        auto = {k: v for k, v in (CRAFT_DEFAULTS if form == "craft" else BATCH_DEFAULTS).items()
+                if getattr(cfg, k) is None}
         if form == "craft":
-            if cfg.clean_anchors is None:
-                auto["clean_anchors"] = CRAFT_DEFAULTS["clean_anchors"] and data_len >= 4
-            if cfg.augment_draws is None:
-                auto["augment_draws"] = CRAFT_DEFAULTS["augment_draws"]
-            if cfg.targeted_weight is None:
+            if auto.get("clean_anchors") and data_len < 4:
+                auto["clean_anchors"] = False                       # too few rows for two minibatches
+            if auto.get("targeted_weight"):
                 sur = self.surrogate
                 names = getattr(getattr(sur, "config", None), "class_names", None)
-                same = getattr(sur, "num_classes", None) == num_classes and (
-                    not names or not class_names or list(names) == list(class_names))
-                auto["targeted_weight"] = CRAFT_DEFAULTS["targeted_weight"] if same else 0.0
-                if not same:
+                if getattr(sur, "num_classes", None) != num_classes or (
+                        names and class_names and list(names) != list(class_names)):
+                    auto["targeted_weight"] = 0.0
                     logger.info("bayes: the surrogate's classes are not the data's; no targeted term (pass "
                                 "targeted_weight= to force one)")
-        else:
-            auto = {k: v for k, v in BATCH_DEFAULTS.items() if getattr(cfg, k) is None}
         return dataclasses.replace(cfg, **auto) if auto else cfg
 
     @contextlib.contextmanager
