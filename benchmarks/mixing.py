@@ -61,6 +61,9 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     # the default craft against a slightly robust surrogate (fast adversarial training at 2/255 on 20k rows the
     # benchmark never uses); train it first: see hub_scripts/train_surrogate.py
     "bayes-craft-robust2": ("bayes", "craft", {"surrogate": str(ROOT / "runs" / "surrogates" / "robust2")}),
+    # ... and against both at once (SurrogateEnsemble: averaged logits, features side by side): 2x the cost
+    "bayes-craft-ensemble": ("bayes", "craft", {"surrogate": ["default", str(ROOT / "runs" / "surrogates" /
+                                                                         "robust2")]}),
     "em-samplewise": ("em", "craft", {"mode": "samplewise", "min_iters": 10, "max_iters": 12}),
 }
 DEFAULT_VARIANTS = ["bayes-batch", "bayes-craft", "em-samplewise"]
@@ -100,6 +103,9 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=DEFAULT_VARIANTS)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--victim-seed", type=int, default=None,
+                    help="seed of the victims and of each mix's protected rows (default: --seed); the crafted sets "
+                         "are reused, so several victim seeds measure the spread of one crafted set's effect")
     ap.add_argument("--no-augment", action="store_true",
                     help="victims train without crop+flip, as the BEO authors' protocol (methods.md §1.6); results "
                          "go to mixing[-val]-noaug.*")
@@ -127,7 +133,9 @@ def main(argv=None) -> int:
         print(json.dumps(res), flush=True)
         jobs.append(res)
 
-    cache = work / f"mixing-{args.split}-e{args.epochs}-s{args.seed}{'-noaug' if args.no_augment else ''}"
+    victim_seed = args.seed if args.victim_seed is None else args.victim_seed
+    cache = work / (f"mixing-{args.split}-e{args.epochs}-s{args.seed}{'-noaug' if args.no_augment else ''}"
+                    + (f"-v{victim_seed}" if victim_seed != args.seed else ""))
     cache.mkdir(exist_ok=True)
     ratios = sorted(set(args.ratios))
     base_file = cache / "baselines.json"
@@ -144,7 +152,7 @@ def main(argv=None) -> int:
         if todo or with_base:
             protected = datasets.load_from_disk(str(work / name))
             mix = sorted(set(todo) | (set(base_todo) if with_base else set())) or ratios
-            rep = evaluate(protected, evaluation, clean=train, mix=mix, victim=victim, seed=args.seed,
+            rep = evaluate(protected, evaluation, clean=train, mix=mix, victim=victim, seed=victim_seed,
                            baselines=with_base)
             for row in rep.rows:
                 if row["train_set"] == "clean":
@@ -167,12 +175,13 @@ def main(argv=None) -> int:
                           "control": ctrl["test_accuracy"] if ctrl else None,
                           "minus_control": row["test_accuracy"] - ctrl["test_accuracy"] if ctrl else None})
     result = {"benchmark": "mixing", "split": args.split, "evaluation_rows": len(evaluation), "train_rows": len(train),
-              "epochs": args.epochs, "seed": args.seed, "ratios": ratios, "victim": base.get("victim"),
+              "epochs": args.epochs, "seed": args.seed, "victim_seed": victim_seed, "ratios": ratios, "victim": base.get("victim"),
               "clean_accuracy": base["clean"]["test_accuracy"], "rows": table,
               "crafting": [{k: j[k] for k in ("name", "method", "how", "options", "images_per_second",
                                               "peak_rss_mib", "total_seconds", "stats") if k in j} for j in jobs],
               "hf_unlearnable": __version__, "date": time.strftime("%Y-%m-%d")}
-    tag = ("mixing" if args.split == "test" else "mixing-val") + ("-noaug" if args.no_augment else "")
+    tag = (("mixing" if args.split == "test" else "mixing-val") + ("-noaug" if args.no_augment else "")
+           + (f"-v{victim_seed}" if victim_seed != args.seed else ""))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{tag}.json").write_text(json.dumps(result, indent=1))
@@ -188,7 +197,8 @@ def to_markdown(r: dict) -> str:
              f"{r['train_rows']} class-balanced CIFAR-10 train rows (JPEG copy), accuracy on the {split}; victim "
              f"{(r['victim'] or {}).get('arch')} {r['epochs']} epochs, "
              f"{'crop+flip' if ((r['victim'] or {}).get('train') or {}).get('augment', True) else 'no augmentation'}, "
-             f"seed {r['seed']}. A mix of ratio r replaces "
+             f"seed {r['seed']}" + (f", victim seed {r['victim_seed']}" if r.get("victim_seed", r["seed"]) != r["seed"]
+                                   else "") + ". A mix of ratio r replaces "
              "r of the rows by their protected twins (seeded); its control trains on the (1 - r) clean rows alone.",
              "", f"Clean (all rows): **{100 * r['clean_accuracy']:.2f} %**", "",
              "| method | r | victim accuracy | clean-only control | mix − control |", "|---|---|---|---|---|"]

@@ -261,16 +261,62 @@ def _default_cached() -> Surrogate:
     return sur
 
 
-def load_surrogate(spec: Any = None, *, revision: str | None = None, token: str | bool | None = None) -> Surrogate:
+class SurrogateEnsemble(torch.nn.Module):
+    """Several surrogates used as one (perturbations that fool several models transfer better to an unseen one).
+
+    `forward` averages the members' logits. `features` puts the members' features side by side, each divided by
+    its own max-abs scale, so that no member dominates a distance because its features happen to be larger; the
+    scales are fixed by `calibrate(x)` on the clean images before crafting (until then they are 1).
+    """
+
+    def __init__(self, members: list[Surrogate]):
+        super().__init__()
+        if len(members) < 2:
+            raise ProtectionError("an ensemble needs at least two surrogates; pass a single one directly.")
+        first = members[0]
+        for m in members[1:]:
+            if m.num_classes != first.num_classes or (m.config.class_names and first.config.class_names
+                                                      and list(m.config.class_names) != list(first.config.class_names)):
+                raise ProtectionError(f"ensemble members disagree on the classes: {first.name_or_path!r} has "
+                                      f"{first.num_classes} ({first.config.class_names}), {m.name_or_path!r} has "
+                                      f"{m.num_classes} ({m.config.class_names}).")
+        self.members = torch.nn.ModuleList(members)
+        self.config = first.config
+        self.name_or_path = [m.name_or_path for m in members]
+        self.register_buffer("scales", torch.ones(len(members)))
+
+    @property
+    def num_classes(self) -> int:
+        return self.members[0].num_classes
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor, batch: int = 1000) -> None:
+        """Set each member's feature scale to its max-abs feature on the images x (float [0, 1] NCHW)."""
+        for i, m in enumerate(self.members):
+            self.scales[i] = torch.cat([m.features(x[s:s + batch]) for s in range(0, len(x), batch)]
+                                       ).abs().max().clamp_min(1e-12)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m.features(x) / s for m, s in zip(self.members, self.scales)], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
+def load_surrogate(spec: Any = None, *, revision: str | None = None,
+                   token: str | bool | None = None) -> Surrogate | SurrogateEnsemble:
     """The surrogate named by `spec`.
 
     None/"default": the bundled surrogate; a Surrogate: itself; a transformers model object: wrapped; a local
     folder or a Hub repo id ("user/name", at `revision`): an hf_unlearnable surrogate (config.json with `arch`)
-    or a transformers image classifier (config.json with `model_type`), safetensors only.
+    or a transformers image classifier (config.json with `model_type`), safetensors only; a list or tuple of any
+    of these: a SurrogateEnsemble of them.
     """
+    if isinstance(spec, (list, tuple)):
+        return SurrogateEnsemble([load_surrogate(s, revision=revision, token=token) for s in spec])
     if spec is None or (isinstance(spec, str) and spec == "default"):
         return _default_cached()
-    if isinstance(spec, Surrogate):
+    if isinstance(spec, (Surrogate, SurrogateEnsemble)):
         return spec
     if isinstance(spec, torch.nn.Module) and hasattr(spec, "config") and hasattr(spec.config, "num_labels"):
         return Surrogate.from_transformers(spec)

@@ -299,3 +299,41 @@ def test_transformers_image_classifier_as_feature_surrogate(tmp_path):
         out = ds.map(protect(method="bayes", surrogate=spec, steps=3), batched=True)
         deltas = [np.abs(p.astype(int) - o.astype(int)).max() for p, o in zip(stored_arrays(out), stored_arrays(ds))]
         assert max(deltas) <= 8 and sum(d > 0 for d in deltas) >= 10
+
+
+def test_an_ensemble_of_surrogates_scales_each_member_and_crafts(tmp_path, tiny_surrogate_dir):
+    """surrogate=[a, b]: logits averaged, features side by side with each member's own max-abs scale (so a member
+    with larger features does not dominate the kernel), recorded by name in the Noise; mismatched classes refused."""
+    from hf_unlearnable.surrogates import Surrogate, SurrogateConfig, SurrogateEnsemble, load_surrogate
+
+    torch.manual_seed(1)
+    other = Surrogate(SurrogateConfig(arch="convnet", width=8, num_classes=10,
+                                      class_names=load_surrogate(tiny_surrogate_dir).config.class_names))
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(3.0)                       # much larger features than the first member
+    other.save_pretrained(tmp_path / "other")
+    ens = load_surrogate([tiny_surrogate_dir, str(tmp_path / "other")])
+    assert isinstance(ens, SurrogateEnsemble) and ens.num_classes == 10
+    x = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    ens.eval().calibrate(x)
+    a, b = ens.members
+    with torch.no_grad():
+        d = a.features(x).shape[1]
+        z = ens.features(x)
+        assert z.shape[1] == d + b.features(x).shape[1]
+        assert b.features(x).abs().max() > 2 * a.features(x).abs().max()
+        assert float(z[:, :d].abs().max()) == pytest.approx(1.0) and float(z[:, d:].abs().max()) == pytest.approx(1.0)
+        assert torch.allclose(ens(x), (a(x) + b(x)) / 2, atol=1e-5)
+
+    ds = build_dataset(n=24)
+    noise = craft(ds, "bayes", surrogate=[tiny_surrogate_dir, str(tmp_path / "other")], passes=1, subset_size=8)
+    assert noise.config.method_config["surrogate"] == [tiny_surrogate_dir, str(tmp_path / "other")]
+    assert np.abs(noise.steps.astype(int)).max() <= 8
+    assert noise.config.method_config["targeted_weight"] == 1.0      # the members' classes are the data's
+
+    Surrogate(SurrogateConfig(arch="convnet", width=8, num_classes=3)).save_pretrained(tmp_path / "three")
+    with pytest.raises(ProtectionError, match="disagree on the classes"):
+        load_surrogate([tiny_surrogate_dir, str(tmp_path / "three")])
+    with pytest.raises(ProtectionError, match="at least two"):
+        load_surrogate([tiny_surrogate_dir])
