@@ -3,6 +3,10 @@
 Each defence is a deterministic preprocessing of uint8 NxHxWx3 images that the victim applies to everything it
 sees, training and test inputs alike (a defender controls their whole pipeline). Crop + flip augmentation is part
 of the victim's training, not listed here.
+
+"adversarial" is a training-time defence: the inputs stay as they are and the victim trains on L_inf adversarial
+examples of its own (TRAINING_OPTIONS: fast adversarial training at 8/255, FGSM from a random start; Wong et al.
+2020), which erases error-minimising shortcuts that live within that radius (REM, methods.md §4.7).
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ def jpeg(images: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:
     return out
 
 
-DEFENCES = {"none": no_defence, "grayscale": grayscale, "jpeg": jpeg}
+DEFENCES = {"none": no_defence, "grayscale": grayscale, "jpeg": jpeg, "adversarial": no_defence}
+# defences that change how the victim trains: TrainConfig fields set for that defence's victims
+TRAINING_OPTIONS = {"adversarial": {"adversarial_epsilon": 8 / 255, "adversarial_steps": 1}}
 
 
 def get_defence(name: str):

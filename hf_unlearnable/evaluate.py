@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ._data import LabelledImages, load_labelled
-from .defences import get_defence
+from .defences import TRAINING_OPTIONS, get_defence
 from .errors import ProtectionError
 from .surrogates.nets import build
 from .training import TrainConfig, accuracy, device, fit
@@ -185,11 +185,12 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
     for dname, dfn in defence_fns.items():
         test_x = torch.from_numpy(dfn(T.images)).permute(0, 3, 1, 2).contiguous()
         test_y = torch.from_numpy(T.labels)
+        train_cfg = TrainConfig(**{**cfg.train.to_dict(), **TRAINING_OPTIONS.get(dname, {})})
         for train_set, r, images, labels in runs:
             x = torch.from_numpy(dfn(images)).permute(0, 3, 1, 2).contiguous()
             torch.manual_seed(seed)  # initial weights too: a victim must not depend on what ran before it
             model = build(cfg.arch, num_classes, cfg.width)
-            hist = fit(model, x, torch.from_numpy(labels), cfg.train, seed=seed, progress=progress,
+            hist = fit(model, x, torch.from_numpy(labels), train_cfg, seed=seed, progress=progress,
                        desc=f"victim [{dname}] {train_set} r={r:.2f}")
             rows.append({"defence": dname, "train_set": train_set, "ratio": r, "n_train": int(len(labels)),
                          "test_accuracy": accuracy(model, test_x, test_y), "train_accuracy": hist["train_accuracy"],

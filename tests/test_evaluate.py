@@ -93,7 +93,7 @@ def recorded(monkeypatch):
 
     def fake_fit(model, images, labels, cfg, *, seed=0, desc="", progress=True, transform=None):
         calls.append({"images": images.clone(), "labels": labels.clone(), "seed": seed, "epochs": cfg.epochs,
-                      "desc": desc})
+                      "desc": desc, "adversarial_epsilon": cfg.adversarial_epsilon})
         return {"train_loss": 0.0, "train_accuracy": 0.0, "steps": 0, "seconds": 0.0}
 
     monkeypatch.setattr(evaluate_module, "fit", fake_fit)
@@ -170,6 +170,19 @@ def test_defences_are_applied_to_train_and_test(data, recorded, monkeypatch):
         for x in (call["images"], x_test):
             equal_channels = bool((x[:, 0] == x[:, 1]).all() and (x[:, 1] == x[:, 2]).all())
             assert equal_channels == gray
+
+
+def test_adversarial_training_defence_changes_the_training_not_the_inputs(data, recorded):
+    clean, protected, test = data
+    report = evaluate(protected, test, clean=clean, defences=["none", "adversarial"], epochs=1, progress=False)
+    assert [(r["defence"], r["train_set"]) for r in report.rows] == [
+        ("none", "clean"), ("none", "protected"), ("adversarial", "clean"), ("adversarial", "protected")]
+    plain, robust = recorded[:2], recorded[2:]
+    assert [c["adversarial_epsilon"] for c in plain] == [0.0, 0.0]
+    assert [c["adversarial_epsilon"] for c in robust] == [pytest.approx(8 / 255)] * 2
+    for a, b in zip(plain, robust):
+        assert torch.equal(a["images"], b["images"])
+    assert report.victim["train"]["adversarial_epsilon"] == 0.0      # the reported victim is the undefended one
 
 
 # -- defences ----------------------------------------------------------------------------------------------------
