@@ -21,18 +21,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10"
 
 
 def load_subset(data: str, per_class: int, n_test: int | None):
-    from hf_unlearnable.data import load_cifar10
+    from hf_unlearnable.data import load_cifar10, per_class_rows
 
     train = load_cifar10("train", data)
-    labels = np.asarray(train["label"])
-    keep = np.sort(np.concatenate([np.flatnonzero(labels == k)[:per_class] for k in np.unique(labels)]))
+    keep = per_class_rows(train["label"], 0, per_class)
     test = load_cifar10("test", data)
     if n_test:
         test = test.select(range(min(n_test, len(test))))

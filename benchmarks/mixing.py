@@ -26,12 +26,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from efficacy import run_job  # noqa: E402  (one crafting-job runner for every benchmark: time + peak RSS)
+
+from hf_unlearnable.data import per_class_rows  # noqa: E402
 
 # name -> (method, how, options). Options not given take the method's defaults; the bayes craft variants spell out
 # the three options craft() would otherwise choose itself (bayes.CRAFT_DEFAULTS), so a variant names one setting.
@@ -67,12 +68,6 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     "em-samplewise": ("em", "craft", {"mode": "samplewise", "min_iters": 10, "max_iters": 12}),
 }
 DEFAULT_VARIANTS = ["bayes-batch", "bayes-craft", "em-samplewise"]
-
-
-def per_class_rows(labels, start: int, stop: int) -> np.ndarray:
-    """Sorted row indices: the start..stop-1-th rows of every class (in dataset order)."""
-    labels = np.asarray(labels)
-    return np.sort(np.concatenate([np.flatnonzero(labels == k)[start:stop] for k in np.unique(labels)]))
 
 
 def load_split(data: str, per_class: int, split: str, val_per_class: int, n_test: int | None):

@@ -11,7 +11,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 
 OUT = Path(__file__).resolve().parents[1] / "hf_unlearnable" / "data" / "cifar10_slice"
 
@@ -24,11 +23,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import datasets
 
+    from hf_unlearnable.data import per_class_rows
+
     src = Path(args.source)
     ds = datasets.load_dataset("parquet", data_files={"train": str(src / "train.parquet"),
                                                       "test": str(src / "test.parquet")})
-    labels = np.asarray(ds["train"]["label"])
-    keep = np.sort(np.concatenate([np.flatnonzero(labels == k)[:args.per_class] for k in np.unique(labels)]))
+    keep = per_class_rows(ds["train"]["label"], 0, args.per_class)
     train = ds["train"].select(keep)
     test = ds["test"].select(range(min(args.test, len(ds["test"]))))
     OUT.mkdir(parents=True, exist_ok=True)

@@ -41,21 +41,17 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from hf_unlearnable._data import load_labelled
-    from hf_unlearnable.data import load_cifar10
+    from hf_unlearnable.data import load_cifar10, per_class_rows
     from hf_unlearnable.surrogates import Surrogate, SurrogateConfig
     from hf_unlearnable.training import TrainConfig, accuracy, fit
 
     train_ds = load_cifar10("train", args.data)
     if args.class_rows:
-        import numpy as np
-
         try:
             start, stop = (int(v) for v in args.class_rows.split(":"))
         except ValueError:
             ap.error(f"--class-rows {args.class_rows!r}: expected START:STOP, e.g. 2200:4200")
-        labels = np.asarray(train_ds["label"])
-        train_ds = train_ds.select(np.sort(np.concatenate(
-            [np.flatnonzero(labels == k)[start:stop] for k in np.unique(labels)])))
+        train_ds = train_ds.select(per_class_rows(train_ds["label"], start, stop))
     train = load_labelled(train_ds)
     test = load_labelled(load_cifar10("test", args.data))
     tcfg = TrainConfig(epochs=args.epochs, adversarial_epsilon=args.adversarial_epsilon / 255,

@@ -11,6 +11,15 @@ SLICE_DIR = Path(__file__).parent / "cifar10_slice"
 SPLITS = ("train", "test")
 
 
+def per_class_rows(labels, start: int, stop: int):
+    """Sorted row indices: the start..stop-1-th rows of every class, in dataset order (class-balanced subsets and
+    disjoint per-class slices for training, validation and surrogates)."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    return np.sort(np.concatenate([np.flatnonzero(labels == k)[start:stop] for k in np.unique(labels)]))
+
+
 def load_cifar10(split: str = "train", source: str = "bundled"):
     """Load a CIFAR-10 split as a datasets.Dataset (`img`: Image, `label`: ClassLabel).
 
