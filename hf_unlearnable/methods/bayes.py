@@ -188,14 +188,6 @@ def _features(model, x: torch.Tensor, batch: int) -> torch.Tensor:
     return torch.cat([model.features(x[s:s + batch]) for s in range(0, len(x), batch)])
 
 
-def _calibrate(model, images: torch.Tensor, dev: torch.device) -> None:
-    """An ensemble of surrogates fixes each member's feature scale on the clean images (uint8 NCHW) first."""
-    from ..training import to_float
-
-    if hasattr(model, "calibrate"):
-        model.calibrate(torch.cat([to_float(images[s:s + 1000], dev) for s in range(0, len(images), 1000)]))
-
-
 def _l1_rows(g: torch.Tensor) -> torch.Tensor:
     return g / g.flatten(1).abs().sum(1).clamp_min(1e-20).view(-1, *[1] * (g.ndim - 1))
 
@@ -389,7 +381,8 @@ class BayesErrorOptimisation(SurrogateMethod):
         reference = self.surrogate.to(dev).eval()          # fixed features for the before/after estimate
         for p in reference.parameters():
             p.requires_grad_(False)
-        _calibrate(reference, images, dev)
+        if hasattr(reference, "calibrate"):   # an ensemble fixes each member's feature scale on the clean images
+            reference.calibrate(to_float(images[s:s + 1000], dev) for s in range(0, len(images), 1000))
         with torch.no_grad():
             ref_scale = feature_scale(torch.cat([reference.features(to_float(images[s:s + 1000], dev))
                                                  for s in range(0, len(images), 1000)]))

@@ -290,11 +290,15 @@ class SurrogateEnsemble(torch.nn.Module):
         return self.members[0].num_classes
 
     @torch.no_grad()
-    def calibrate(self, x: torch.Tensor, batch: int = 1000) -> None:
-        """Set each member's feature scale to its max-abs feature on the images x (float [0, 1] NCHW)."""
-        for i, m in enumerate(self.members):
-            self.scales[i] = torch.cat([m.features(x[s:s + batch]) for s in range(0, len(x), batch)]
-                                       ).abs().max().clamp_min(1e-12)
+    def calibrate(self, batches) -> None:
+        """Set each member's feature scale to its max-abs feature over `batches` (float [0, 1] NCHW tensors, or one
+        such tensor), read one batch at a time."""
+        if isinstance(batches, torch.Tensor):
+            batches = [batches]
+        peak = torch.zeros(len(self.members))
+        for x in batches:
+            peak = torch.maximum(peak, torch.stack([m.features(x).abs().max().cpu() for m in self.members]))
+        self.scales.copy_(peak.clamp_min(1e-12))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([m.features(x) / s for m, s in zip(self.members, self.scales)], 1)

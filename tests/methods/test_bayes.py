@@ -317,6 +317,9 @@ def test_an_ensemble_of_surrogates_scales_each_member_and_crafts(tmp_path, tiny_
     assert isinstance(ens, SurrogateEnsemble) and ens.num_classes == 10
     x = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     ens.eval().calibrate(x)
+    whole = ens.scales.clone()
+    ens.calibrate(x[s:s + 5] for s in range(0, 16, 5))       # read in batches: the same scales
+    assert torch.allclose(ens.scales, whole)
     a, b = ens.members
     with torch.no_grad():
         d = a.features(x).shape[1]
