@@ -65,6 +65,13 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     # ... and against both at once (SurrogateEnsemble: averaged logits, features side by side): 2x the cost
     "bayes-craft-ensemble": ("bayes", "craft", {"surrogate": ["default", str(ROOT / "runs" / "surrogates" /
                                                                          "robust2")]}),
+    # target="nearest": the targeted term aims at each class's most-confused other class (surrogate's softmax on the
+    # clean rows) instead of y+1; the ensemble adds two victim-like ConvNets trained on rows the benchmark never
+    # uses (per class 2200..4999; hub_scripts/train_surrogate.py --class-rows 2200:5000 --epochs 12 --seed 1|2
+    # --out runs/surrogates/convnet-s1|-s2); 10 passes: 3 members cost about 1.5x the one-member 20-pass default
+    "bayes-craft-nearest": ("bayes", "craft", {"target": "nearest"}),
+    "bayes-craft-nearest-ensemble3": ("bayes", "craft", {"target": "nearest", "passes": 10, "surrogate": [
+        "default", str(ROOT / "runs" / "surrogates" / "convnet-s1"), str(ROOT / "runs" / "surrogates" / "convnet-s2")]}),
     "em-samplewise": ("em", "craft", {"mode": "samplewise", "min_iters": 10, "max_iters": 12}),
 }
 DEFAULT_VARIANTS = ["bayes-batch", "bayes-craft", "em-samplewise"]
@@ -105,6 +112,8 @@ def main(argv=None) -> int:
                     help="victims train without crop+flip, as the BEO authors' protocol (methods.md §1.6); results "
                          "go to mixing[-val]-noaug.*")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--suffix", default="", help="results go to mixing[-val]...-SUFFIX.* (another table beside the "
+                                                 "main one, e.g. for a few new variants)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench-efficacy"),
                     help="folder of crafted sets (shared with efficacy.py) and cached victims")
     args = ap.parse_args(argv)
@@ -176,7 +185,7 @@ def main(argv=None) -> int:
                                               "peak_rss_mib", "total_seconds", "stats") if k in j} for j in jobs],
               "hf_unlearnable": __version__, "date": time.strftime("%Y-%m-%d")}
     tag = (("mixing" if args.split == "test" else "mixing-val") + ("-noaug" if args.no_augment else "")
-           + (f"-v{victim_seed}" if victim_seed != args.seed else ""))
+           + (f"-v{victim_seed}" if victim_seed != args.seed else "") + (f"-{args.suffix}" if args.suffix else ""))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{tag}.json").write_text(json.dumps(result, indent=1))

@@ -133,9 +133,12 @@ class BayesConfig(MethodConfig):
     surrogate: Any = None               # fixed surrogate (None = bundled default, a path, or a Surrogate)
     random_start: bool = False          # start delta at U(-eps, eps) (per-row seeded) instead of 0
     # None below = chosen per form: CRAFT_DEFAULTS in craft(), off in the per-batch form
-    targeted_weight: float | None = None  # >0 adds a class-targeted term (toward class y+1, §1.10 'not tried');
+    targeted_weight: float | None = None  # >0 adds a class-targeted term (toward a wrong class, §1.10 'not tried');
                                         # per-row gradients are L1-normalised before mixing, so this is a ratio.
                                         # craft's default applies only when the surrogate's classes are the data's
+    target: str = "next"                # the targeted term's class per label: "next" = y+1 (mod K); "nearest" =
+                                        # the other class the surrogate's mean softmax favours most on the clean
+                                        # rows of class y (cat -> dog), fixed before the ascent and recorded
     augment_draws: int | None = None    # >0: average each step's gradient over this many random crop+flips
                                         # (expectation over the victim's augmentation); 0 = the plain image
     # craft (whole set) only
@@ -172,9 +175,33 @@ class BayesConfig(MethodConfig):
             raise ProtectionError(f"refresh_every={self.refresh_every!r} must be a non-negative integer.")
         if self.subset_size < 2:
             raise ProtectionError("subset_size must be at least 2.")
+        if self.target not in TARGETS:
+            raise ProtectionError(f"target={self.target!r} is not one of {sorted(TARGETS)}.")
         if self.targeted_weight is not None and not (isinstance(self.targeted_weight, (int, float))
                                                      and self.targeted_weight >= 0):
             raise ProtectionError(f"targeted_weight={self.targeted_weight!r} must be a number >= 0 (or None).")
+
+
+TARGETS = ("next", "nearest")
+
+
+@torch.no_grad()
+def nearest_class_map(model, images, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """For each class c, the other class that the model's mean softmax over the rows of class c favours most
+    (cat -> dog, automobile -> truck); a class with no rows maps to c + 1. `images`: an iterable of float [0, 1]
+    NCHW batches in the order of `labels`. Pushing a row toward its nearest wrong class is the cheapest way to
+    make it overlap another class, and the push transfers to models that never saw the surrogate (README, Mixing)."""
+    mass = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    seen = 0
+    for x in images:
+        p = F.softmax(model(x).float(), 1)[:, :num_classes].double().cpu()
+        mass.index_add_(0, labels[seen:seen + len(x)].cpu().long(), p)
+        seen += len(x)
+    mass.fill_diagonal_(-1.0)
+    out = mass.argmax(1)
+    empty = mass.clamp_min(0).sum(1) == 0
+    out[empty] = (torch.arange(num_classes)[empty] + 1) % num_classes
+    return out
 
 
 # What craft() uses for an option left at None: the strongest setting measured on the mixing benchmark's validation
@@ -238,6 +265,13 @@ class BayesErrorOptimisation(SurrogateMethod):
         finally:
             self.config = saved
 
+    def _choose_targets(self, model, images, labels: torch.Tensor, num_classes: int) -> None:
+        """Fix the targeted term's class per label (config.target) from the clean images, before any step."""
+        if self.config.targeted_weight and self.config.target == "nearest":
+            self._target_map = nearest_class_map(model, images, labels, num_classes)
+        else:
+            self._target_map = (torch.arange(num_classes) + 1) % num_classes
+
     def _ascent_direction(self, model, x_adv: torch.Tensor, y: torch.Tensor, num_classes: int,
                           scale: torch.Tensor, gen: torch.Generator | None = None,
                           anchors: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, float]:
@@ -273,7 +307,7 @@ class BayesErrorOptimisation(SurrogateMethod):
                 if logits.shape[1] < num_classes:
                     raise ProtectionError(f"targeted_weight needs a surrogate with >= {num_classes} classes; "
                                           f"this one has {logits.shape[1]}.")
-                target = (y + 1) % num_classes
+                target = self._target_map.to(y.device)[y]
                 (g_t,) = torch.autograd.grad(-F.cross_entropy(logits, target, reduction="sum"), x_in)
                 g = _l1_rows(g) + cfg.targeted_weight * _l1_rows(g_t)
             grad += g
@@ -321,6 +355,7 @@ class BayesErrorOptimisation(SurrogateMethod):
         num_classes = max(int(y.max()) + 1, getattr(self.surrogate, "num_classes", 0))
         with torch.no_grad():
             scale = feature_scale(_features(model, x, self.config.feature_batch))
+        self._choose_targets(model, [x], y, num_classes)
         # augmentation draws seeded by the seed and the batch's first row id: same batch partition, same bytes
         gen = torch.Generator().manual_seed(int(row_rng(self.config.seed, ids[0]).integers(2**62)))
         delta = self._ascend(model, x, y, self._start(x.shape, ids).to(dev), self.config.steps, num_classes, scale,
@@ -386,6 +421,8 @@ class BayesErrorOptimisation(SurrogateMethod):
         with torch.no_grad():
             ref_scale = feature_scale(torch.cat([reference.features(to_float(images[s:s + 1000], dev))
                                                  for s in range(0, len(images), 1000)]))
+        self._choose_targets(reference, (to_float(images[s:s + 1000], dev) for s in range(0, len(images), 1000)),
+                             labels, num_classes)
         ckpt = _Checkpoint(checkpoint_dir, {"method": self.name, **{k: v for k, v in cfg.to_dict().items()
                                                                    if k != "passes"}},
                            _fingerprint(data.ids, data.labels))
@@ -455,6 +492,8 @@ class BayesErrorOptimisation(SurrogateMethod):
         logger.info("bayes: whole-set Bayes-error estimate %.4f -> %.4f", before, after)
         stats = {"bayes_error_before": before, "bayes_error_after": after, "passes": len(history),
                  "history": history}
+        if cfg.targeted_weight:
+            stats["target_map"] = [int(t) for t in self._target_map]
         return Noise.from_deltas(delta.permute(0, 2, 3, 1).numpy(), ids=data.ids, epsilon=cfg.epsilon,
                                  method=self.name, kind="samplewise", method_config=cfg.to_dict(),
                                  class_names=data.class_names or [str(k) for k in range(num_classes)],

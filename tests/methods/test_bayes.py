@@ -117,7 +117,7 @@ def test_config_defaults_and_validation():
     cfg = BayesConfig.from_options("bayes")
     assert cfg.step_size == pytest.approx(EPS / 10) and cfg.sigma == 0.3
     for bad in (dict(sigma=0), dict(steps=0), dict(step_size=1.0), dict(refresh_every=-1), dict(subset_size=1),
-                dict(targeted_weight=-1.0), dict(augment_draws=-1), dict(augment_draws=1.5)):
+                dict(targeted_weight=-1.0), dict(augment_draws=-1), dict(augment_draws=1.5), dict(target="far")):
         with pytest.raises(ProtectionError):
             BayesConfig.from_options("bayes", **bad)
 
@@ -249,6 +249,59 @@ def test_options_left_at_none_are_chosen_per_form_and_recorded(tiny_surrogate_di
     recorded = noise.config.method_config
     assert recorded["clean_anchors"] is True and recorded["augment_draws"] == 2
     assert recorded["targeted_weight"] == 1.0 and recorded["passes"] == 1
+
+
+class _FixedSoftmax(torch.nn.Module):
+    """A 'model' whose logits are a fixed table per true class (read from the first pixel): known confusions."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.as_tensor(table, dtype=torch.float32)
+
+    def forward(self, x):
+        return self.table[x[:, 0, 0, 0].round().long()]
+
+
+def test_nearest_class_map_takes_the_most_favoured_other_class_and_skips_absent_classes():
+    from hf_unlearnable.methods.bayes import nearest_class_map
+
+    table = [[5.0, 1.0, 3.0, 0.0], [2.0, 5.0, 0.0, 1.0], [0.0, 4.0, 5.0, 1.0], [0.0, 0.0, 0.0, 0.0]]
+    labels = torch.tensor([0, 0, 1, 2, 2, 1])            # class 3 has no rows
+    x = torch.zeros(6, 3, 2, 2)
+    x[:, 0, 0, 0] = labels.float()
+    model = _FixedSoftmax(table)
+    whole = nearest_class_map(model, [x], labels, 4)
+    assert whole.tolist() == [2, 0, 1, 0]                # 0 -> 2, 1 -> 0, 2 -> 1; absent class 3 -> 0 (= 3 + 1)
+    assert torch.equal(nearest_class_map(model, (x[s:s + 4] for s in (0, 4)), labels, 4), whole)   # batched
+
+
+def test_nearest_target_is_recorded_and_aims_the_targeted_term_there(tiny_surrogate_dir):
+    """target='nearest': the map comes from the surrogate on the clean rows, is recorded in the Noise, and the
+    targeted term pushes each row toward it (the surrogate's probability of the mapped class rises)."""
+    from hf_unlearnable.methods.bayes import nearest_class_map
+    from hf_unlearnable.surrogates import load_surrogate
+
+    ds = build_dataset(n=40)
+    opts = dict(surrogate=tiny_surrogate_dir, passes=2, subset_size=20, augment_draws=0, clean_anchors=False,
+                targeted_weight=4.0, step_size=EPS / 2)
+    near = craft(ds, "bayes", target="nearest", **opts)
+    again = craft(ds, "bayes", target="nearest", **opts)
+    nxt = craft(ds, "bayes", **opts)
+    assert np.array_equal(near.steps, again.steps) and np.abs(near.steps.astype(int)).max() <= 8
+    assert near.config.method_config["target"] == "nearest" and nxt.config.method_config["target"] == "next"
+
+    sur = load_surrogate(tiny_surrogate_dir).eval()
+    clean = torch.from_numpy(np.stack(stored_arrays(ds))).permute(0, 3, 1, 2).float() / 255
+    y = torch.tensor(ds["label"])
+    expected = nearest_class_map(sur, [clean], y, 10)
+    assert near.config.stats["target_map"] == expected.tolist()
+    assert nxt.config.stats["target_map"] == [(k + 1) % 10 for k in range(10)]
+    assert all(t != k for k, t in enumerate(expected.tolist()))
+    protected = (clean + torch.from_numpy(near.steps.astype(np.float32)).permute(0, 3, 1, 2) / 255).clamp(0, 1)
+    with torch.no_grad():
+        before = torch.softmax(sur(clean), 1)[torch.arange(40), expected[y]]
+        after = torch.softmax(sur(protected), 1)[torch.arange(40), expected[y]]
+    assert float(after.mean()) > float(before.mean())
 
 
 def test_stratified_batches_partition_all_rows_with_every_class():
