@@ -307,7 +307,8 @@ class BayesErrorOptimisation(SurrogateMethod):
                 if logits.shape[1] < num_classes:
                     raise ProtectionError(f"targeted_weight needs a surrogate with >= {num_classes} classes; "
                                           f"this one has {logits.shape[1]}.")
-                target = self._target_map.to(y.device)[y]
+                tmap = getattr(self, "_target_map", None)    # set per form by _choose_targets; else y+1
+                target = tmap.to(y.device)[y] if tmap is not None else (y + 1) % num_classes
                 (g_t,) = torch.autograd.grad(-F.cross_entropy(logits, target, reduction="sum"), x_in)
                 g = _l1_rows(g) + cfg.targeted_weight * _l1_rows(g_t)
             grad += g

@@ -1,0 +1,356 @@
+"""Mix probe (issue: bayes): does a poison that *transfers* also make a 50 % mix worse than its clean half alone?
+
+A fast stand-in for `benchmarks/mixing.py --split val` at r = 0.5: the same 10k rows, validation rows, victim
+(`evaluate`'s ConvNet, 10 epochs, crop+flip; victim seed 0 gives the same clean-only control as mixing.py) and the
+same protected rows (`evaluate.mix_rows`), but only those 5,000 rows are perturbed, by attacks written here for the
+probe, not by a library method. For every poison it reports how a *reader* (a ConvNet trained on 10k other clean rows,
+per class 1200..2199, as benchmarks/transfer.py) classifies the protected rows (own class, the attack's target class)
+and the mix victim's accuracy against the clean-only control. Surrogates are victim-like ConvNets (12 epochs on a
+seeded 70 % of per-class rows 2200..4999, rows the benchmark never uses).
+
+Poisons (--method):
+  targeted   PGD toward a target class per label (y+1, or with {"confused": true} each class's most-confused other
+             class under the surrogates' softmax), averaged over --draws crop+flips, an ensemble of --k surrogates;
+             {"lowres": 8} optimises an 8x8 perturbation upsampled bilinearly (low frequency)
+  refresh    targeted, then {"rounds": R} - 1 times: train a fresh surrogate on (current poisons + as many disjoint
+             clean rows), a simulated mix, and attack all surrogates so far from the current poisons
+  uap        one class-wise universal targeted perturbation per class ({"then_samplewise": true}: refined per row)
+  align      gradient matching: each batch's weight gradient (own labels) is pushed toward that of the clean images
+             relabelled y+1 (Witches'-Brew-style cosine loss, an ensemble of --k surrogates)
+  ceiling-y1 / ceiling-confused   no perturbation: the protected half keeps its clean images, relabelled
+
+    python benchmarks/mix_probe.py --method targeted --k 3 --extra '{"confused": true}'
+    python benchmarks/mix_probe.py --table          # results/mix-probe.md from results/mix-probe.jsonl
+
+Appends one JSON line per run to benchmarks/results/mix-probe.jsonl; caches data and nets in runs/mix-probe/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+RESULTS = ROOT / "benchmarks" / "results"
+
+from mixing import load_split  # noqa: E402  (the same 10k rows and validation rows)
+
+EPS = 8 / 255
+
+
+def _nchw(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()
+
+
+def load(data: str, cache: Path) -> dict:
+    """Benchmark rows (t), validation rows (v), surrogate rows (s: 2200..4999/class), reader rows (r: 1200..2199)."""
+    from safetensors.torch import load_file, save_file
+
+    f = cache / "data.safetensors"
+    if f.exists():
+        return load_file(str(f))
+    from hf_unlearnable._data import load_labelled
+    from hf_unlearnable.data import load_cifar10, per_class_rows
+
+    train, val = load_split(data, 1000, "val", 200, None)
+    full = load_cifar10("train", data)
+    parts = {"t": load_labelled(train), "v": load_labelled(val),
+             "s": load_labelled(full.select(per_class_rows(full["label"], 2200, 5000))),
+             "r": load_labelled(full.select(per_class_rows(full["label"], 1200, 2200)))}
+    d = {}
+    for k, p in parts.items():
+        d[k + "x"], d[k + "y"] = _nchw(p.images), torch.from_numpy(p.labels).long()
+    save_file(d, str(f))
+    return d
+
+
+def train_net(cache: Path, x, y, seed: int, epochs: int = 10, tag: str | None = None):
+    """A ConvNet trained with evaluate's victim recipe (cached under `tag`); eval mode."""
+    from safetensors.torch import load_file, save_file
+
+    from hf_unlearnable.surrogates.nets import build
+    from hf_unlearnable.training import TrainConfig, fit
+
+    f = cache / f"{tag}.safetensors" if tag else None
+    torch.manual_seed(seed)
+    net = build("convnet", 10)
+    if f is not None and f.exists():
+        net.load_state_dict(load_file(str(f)))
+        return net.eval()
+    fit(net, x, y, TrainConfig(epochs=epochs), seed=seed, progress=False)
+    if f is not None:
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(f))
+    return net.eval()
+
+
+def surrogates(cache: Path, d: dict, k: int, epochs: int = 12, frac: float = 0.7) -> list:
+    nets, n = [], len(d["sy"])
+    for i in range(k):
+        rows = torch.from_numpy(np.sort(np.random.default_rng(100 + i).permutation(n)[:int(frac * n)]))
+        nets.append(train_net(cache, d["sx"][rows], d["sy"][rows], 100 + i, epochs,
+                              tag=f"sur-convnet-e{epochs}-f{frac}-{i}"))
+    return nets
+
+
+def frozen(nets: list) -> list:
+    for m in nets:
+        m.eval()
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return nets
+
+
+@torch.no_grad()
+def confused_map(nets, x_u8, y) -> torch.Tensor:
+    """For each class, the other class the surrogates' summed softmax favours most on its clean images."""
+    probs = 0
+    for m in nets:
+        probs = probs + torch.cat([F.softmax(m(x_u8[s:s + 1000].float() / 255).float(), 1)
+                                   for s in range(0, len(x_u8), 1000)])
+    conf = torch.zeros(10, 10)
+    conf.index_add_(0, y, probs)
+    conf.fill_diagonal_(-1)
+    return conf.argmax(1)
+
+
+def craft_targeted(nets, x_u8, y, steps=20, draws=2, step=None, seed=0, batch=500, lowres=0, tmap=None, init=None):
+    """Signed PGD (step eps/8) toward tmap[y] (default y+1) on the summed CE of the nets, over crop+flip draws."""
+    from hf_unlearnable.training import autocast, crop_flip
+
+    step = step or EPS / 8
+    gen = torch.Generator().manual_seed(seed)
+    out = torch.empty(x_u8.shape, dtype=torch.float32)
+    for s in range(0, len(x_u8), batch):
+        x = x_u8[s:s + batch].float() / 255
+        yy = y[s:s + batch]
+        t = (yy + 1) % 10 if tmap is None else tmap[yy]
+        eta = torch.zeros(len(x), 3, lowres, lowres) if lowres else torch.zeros_like(x)
+        if init is not None:
+            eta = init[s:s + batch].clone()
+
+        def up(e):
+            return F.interpolate(e, size=x.shape[-2:], mode="bilinear", align_corners=False) if lowres else e
+
+        for _ in range(steps):
+            g = torch.zeros_like(eta)
+            for _ in range(max(1, draws)):
+                ei = eta.detach().requires_grad_(True)
+                xt = (x + up(ei)).clamp(0, 1)
+                xt = crop_flip(xt, gen) if draws else xt
+                total = 0
+                for m in nets:
+                    with autocast(xt.device):
+                        total = total - F.cross_entropy(m(xt).float(), t, reduction="sum")
+                (gi,) = torch.autograd.grad(total, ei)
+                g += gi
+            eta = (eta.detach() + step * g.sign()).clamp(-EPS, EPS)
+        out[s:s + batch] = (x + up(eta)).clamp(0, 1) - x
+    return out
+
+
+def craft_uap(nets, x_u8, y, tmap, steps=30, draws=2, step=None, seed=0, batch=500):
+    """One universal perturbation per class c, pushed toward tmap[c] over all rows of class c."""
+    from hf_unlearnable.training import autocast, crop_flip
+
+    step = step or EPS / 8
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.zeros(10, *x_u8.shape[1:])
+    for c in range(10):
+        xc = x_u8[y == c]
+        for _ in range(steps):
+            g = torch.zeros_like(u[c])
+            for s in range(0, len(xc), batch):
+                x = xc[s:s + batch].float() / 255
+                for _ in range(max(1, draws)):
+                    ui = u[c].clone().requires_grad_(True)
+                    xt = (x + ui).clamp(0, 1)
+                    xt = crop_flip(xt, gen) if draws else xt
+                    total = 0
+                    for m in nets:
+                        with autocast(xt.device):
+                            total = total - F.cross_entropy(m(xt).float(), torch.full((len(x),), int(tmap[c])),
+                                                            reduction="sum")
+                    (gi,) = torch.autograd.grad(total, ui)
+                    g += gi
+            u[c] = (u[c] + step * g.sign()).clamp(-EPS, EPS)
+    x = x_u8.float() / 255
+    return (x + u[y]).clamp(0, 1) - x
+
+
+def craft_align(nets, x_u8, y, steps=20, draws=1, step=None, seed=0, batch=250):
+    """Gradient matching: minimise 1 - cos(grad_w CE(x + delta, y), grad_w CE(x, y + 1)) per batch and net."""
+    from hf_unlearnable.training import autocast, crop_flip
+
+    step = step or EPS / 8
+    gen = torch.Generator().manual_seed(seed)
+    out = torch.empty(x_u8.shape, dtype=torch.float32)
+    for m in nets:
+        m.eval()
+        for p in m.parameters():
+            p.requires_grad_(True)
+    for s in range(0, len(x_u8), batch):
+        x = x_u8[s:s + batch].float() / 255
+        yy = y[s:s + batch]
+        t = (yy + 1) % 10
+        xa = x.clone()
+        for _ in range(steps):
+            g = torch.zeros_like(x)
+            for _ in range(max(1, draws)):
+                xi = xa.detach().requires_grad_(True)
+                if draws:                       # the same crop+flip for the clean twin and the poison
+                    state = gen.get_state()
+                    xc = crop_flip(x, gen)
+                    gen.set_state(state)
+                    xt = crop_flip(xi, gen)
+                else:
+                    xc, xt = x, xi
+                loss = 0
+                for m in nets:
+                    params = list(m.parameters())
+                    with autocast(xt.device):
+                        target = torch.autograd.grad(F.cross_entropy(m(xc).float(), t, reduction="sum"), params)
+                    with autocast(xt.device):
+                        poison = torch.autograd.grad(F.cross_entropy(m(xt).float(), yy, reduction="sum"), params,
+                                                     create_graph=True)
+                    num = sum((a * b.detach()).sum() for a, b in zip(poison, target))
+                    den = (torch.sqrt(sum(a.pow(2).sum() for a in poison))
+                           * torch.sqrt(sum(b.pow(2).sum() for b in target)))
+                    loss = loss + 1 - num / den
+                (gi,) = torch.autograd.grad(loss, xi)
+                g += gi
+            xa = xa.detach() - step * g.sign()
+            xa = (x + (xa - x).clamp(-EPS, EPS)).clamp(0, 1)
+        out[s:s + batch] = xa - x
+    return out
+
+
+def quantise(x_u8, delta):
+    return (x_u8.float() + torch.round(delta * 255)).clamp(0, 255).to(torch.uint8)
+
+
+def run(args) -> dict:
+    from hf_unlearnable.evaluate import mix_rows
+    from hf_unlearnable.training import accuracy, predict
+
+    cache = Path(args.work)
+    cache.mkdir(parents=True, exist_ok=True)
+    d = load(args.data, cache)
+    chosen = torch.from_numpy(mix_rows(len(d["ty"]), 0.5, args.victim_seed))
+    t0 = time.time()
+    reader = train_net(cache, d["rx"], d["ry"], 7, 10, tag="reader")
+    extra = json.loads(args.extra)
+    res = {"method": args.method, "k": args.k, "steps": args.steps, "draws": args.draws,
+           "victim_seed": args.victim_seed, "extra": dict(extra)}
+    ctrl_file = cache / f"control-v{args.victim_seed}.json"
+    if not ctrl_file.exists():
+        net = train_net(cache, d["tx"][~chosen], d["ty"][~chosen], args.victim_seed)
+        ctrl_file.write_text(json.dumps({"control": accuracy(net, d["vx"], d["vy"]),
+                                         "reader_val": accuracy(reader, d["vx"], d["vy"])}))
+    res.update(json.loads(ctrl_file.read_text()))
+    xs, ys = d["tx"][chosen], d["ty"][chosen]
+    images, labels = d["tx"].clone(), d["ty"].clone()
+    nets = frozen(surrogates(cache, d, args.k)) if args.k else []
+    res["surrogate_val"] = [accuracy(m, d["vx"], d["vy"]) for m in nets]
+    tmap = confused_map(nets, d["tx"], d["ty"]) if extra.pop("confused", args.method == "uap") else None
+    if tmap is not None:
+        res["target_map"] = tmap.tolist()
+    t1 = time.time()
+    delta = None
+    if args.method == "targeted":
+        delta = craft_targeted(nets, xs, ys, args.steps, args.draws, tmap=tmap, **extra)
+    elif args.method == "refresh":
+        rounds = extra.pop("rounds", 3)
+        delta, res["rounds"] = torch.zeros(xs.shape), []
+        rng = np.random.default_rng(5)
+        for r in range(rounds):
+            delta = craft_targeted(nets, xs, ys, args.steps, args.draws, tmap=tmap, init=delta, **extra)
+            if r == rounds - 1:
+                break
+            xq = quantise(xs, delta)
+            clean = torch.from_numpy(np.sort(rng.permutation(len(d["sy"]))[:len(xs)]))
+            fresh = frozen([train_net(cache, torch.cat([xq, d["sx"][clean]]), torch.cat([ys, d["sy"][clean]]),
+                                      200 + r, 12)])[0]
+            res["rounds"].append({"fresh_fits_poisons": float((predict(fresh, xq) == ys).float().mean()),
+                                  "fresh_val": accuracy(fresh, d["vx"], d["vy"])})
+            nets = nets + [fresh]
+    elif args.method == "uap":
+        delta = craft_uap(nets, xs, ys, tmap, args.steps, args.draws)
+        if extra.pop("then_samplewise", False):
+            delta = craft_targeted(nets, xs, ys, args.steps, args.draws, tmap=tmap, init=delta, **extra)
+    elif args.method == "align":
+        delta = craft_align(nets, xs, ys, args.steps, args.draws, **extra)
+    elif args.method == "ceiling-y1":
+        labels[chosen] = (labels[chosen] + 1) % 10
+    elif args.method == "ceiling-confused":
+        labels[chosen] = tmap[labels[chosen]]
+    res["craft_seconds"] = round(time.time() - t1, 1)
+    if delta is not None:
+        xq = quantise(xs, delta)
+        if int((xq.int() - xs.int()).abs().max()) > 8:
+            raise SystemExit("a perturbation left the 8/255 box")
+        images[chosen] = xq
+        p = predict(reader, xq)
+        res["reader_own_class"] = float((p == ys).float().mean())
+        res["reader_y_plus_1"] = float((p == (ys + 1) % 10).float().mean())
+        if tmap is not None:
+            res["reader_target"] = float((p == tmap[ys]).float().mean())
+    net = train_net(cache, images, labels, args.victim_seed)
+    res["mix"] = accuracy(net, d["vx"], d["vy"])
+    res["mix_minus_control"] = res["mix"] - res["control"]
+    res["seconds"] = round(time.time() - t0, 1)
+    res["date"] = time.strftime("%Y-%m-%d")
+    return res
+
+
+def to_markdown(rows: list[dict]) -> str:
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+    lines = ["# Mix probe (benchmarks/mix_probe.py)", "",
+             "r = 0.5 of the mixing benchmark's validation protocol (10k rows, 10-epoch ConvNet victims, crop+flip); "
+             "only the 5,000 protected rows are perturbed, by the probe's own attacks. Reader: a ConvNet on 10k other "
+             "clean rows.", "",
+             "| poison | surrogates | reader: own class | reader: target class | mix | control | mix − control |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        target = r.get("reader_target", r.get("reader_y_plus_1"))
+        name = r["method"] + (f" `{json.dumps(r['extra'])}`" if r["extra"] else "")
+        lines.append(f"| {name} | {r['k']} | {pct(r.get('reader_own_class'))} | {pct(target)} | {pct(r['mix'])} | "
+                     f"{pct(r['control'])} | {100 * r['mix_minus_control']:+.2f} pts |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10"))
+    ap.add_argument("--method", default="targeted",
+                    choices=["targeted", "refresh", "uap", "align", "ceiling-y1", "ceiling-confused"])
+    ap.add_argument("--k", type=int, default=1, help="surrogates in the ensemble")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--draws", type=int, default=2, help="crop+flip draws per step (0 = none)")
+    ap.add_argument("--victim-seed", type=int, default=0)
+    ap.add_argument("--extra", default="{}", help="JSON options of the poison (see above)")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "mix-probe"))
+    ap.add_argument("--table", action="store_true", help="only rewrite results/mix-probe.md from the JSONL")
+    args = ap.parse_args(argv)
+    log = RESULTS / "mix-probe.jsonl"
+    if not args.table:
+        res = run(args)
+        print(json.dumps(res), flush=True)
+        with open(log, "a") as fh:
+            fh.write(json.dumps(res) + "\n")
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+    (RESULTS / "mix-probe.md").write_text(to_markdown(rows))
+    print(to_markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
