@@ -211,8 +211,9 @@ class ErrorMinimizing(SurrogateMethod):
         out = []
         for s in range(0, len(x), cfg.batch_size):
             sl = slice(s, s + cfg.batch_size)
+            # fp32: with native bf16 (AVX-512-bf16/AMX) the kernels differ with the batch size, and so would the bytes
             out.append(pgd_min(model, x[sl], y[sl], delta[sl], epsilon=cfg.epsilon, step_size=cfg.step_size,
-                               steps=cfg.steps))
+                               steps=cfg.steps, bf16=False))
         return torch.cat(out).permute(0, 2, 3, 1).cpu().numpy()
 
     # -- dataset-level min-min ----------------------------------------------------------------------------------
