@@ -80,6 +80,10 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     "bayes-craft-nearest-ensemble3-targeted8": ("bayes", "craft", {"target": "nearest", "passes": 10,
                                                                     "targeted_weight": 8.0,
                                                                     "surrogate": _VICTIM_LIKE_ENSEMBLE}),
+    # ... with the bundled default surrogate alone (nothing to train first): does the targeted-dominant setting need
+    # the victim-like ensemble?
+    "bayes-craft-nearest-targeted8": ("bayes", "craft", {"target": "nearest", "targeted_weight": 8.0}),
+    "bayes-craft-nearest-targeted4": ("bayes", "craft", {"target": "nearest", "targeted_weight": 4.0}),
     "em-samplewise": ("em", "craft", {"mode": "samplewise", "min_iters": 10, "max_iters": 12}),
 }
 DEFAULT_VARIANTS = ["bayes-batch", "bayes-craft", "em-samplewise"]
