@@ -5,13 +5,16 @@ A fast stand-in for `benchmarks/mixing.py --split val` at r = 0.5: the same 10k 
 same protected rows (`evaluate.mix_rows`), but only those 5,000 rows are perturbed, by attacks written here for the
 probe, not by a library method. For every poison it reports how a *reader* (a ConvNet trained on 10k other clean rows,
 per class 1200..2199, as benchmarks/transfer.py) classifies the protected rows (own class, the attack's target class)
-and the mix victim's accuracy against the clean-only control. Surrogates are victim-like ConvNets (12 epochs on a
+and the mix victim's accuracy against the clean-only control; the mix victim's trace records, after every epoch, its
+validation accuracy and how it classifies the protected rows (own class / target class), and the poisoned images are
+kept in the cache (poison-<key>.safetensors) for later looks. Surrogates are victim-like ConvNets (12 epochs on a
 seeded 70 % of per-class rows 2200..4999, rows the benchmark never uses).
 
 Poisons (--method):
   targeted   PGD toward a target class per label (y+1, or with {"confused": true} each class's most-confused other
              class under the surrogates' softmax), averaged over --draws crop+flips, an ensemble of --k surrogates;
-             {"lowres": 8} optimises an 8x8 perturbation upsampled bilinearly (low frequency)
+             {"lowres": 8} optimises an 8x8 perturbation upsampled bilinearly (low frequency); {"trajectory": [1, 3]}
+             adds snapshots of a victim-like run per member after those epochs (the victim's early states)
   refresh    targeted, then {"rounds": R} - 1 times: train a fresh surrogate on (current poisons + as many disjoint
              clean rows), a simulated mix, and attack all surrogates so far from the current poisons
   uap        one class-wise universal targeted perturbation per class ({"then_samplewise": true}: refined per row)
@@ -72,12 +75,17 @@ def load(data: str, cache: Path) -> dict:
     return d
 
 
-def train_net(cache: Path, x, y, seed: int, epochs: int = 10, tag: str | None = None):
-    """A ConvNet trained with evaluate's victim recipe (cached under `tag`); eval mode."""
+def train_net(cache: Path, x, y, seed: int, epochs: int = 10, tag: str | None = None, trace: list | None = None,
+              watch: tuple | None = None):
+    """A ConvNet trained with evaluate's victim recipe (cached under `tag`); eval mode. With `trace` and `watch` =
+    (val x, val y, protected x, their labels, their target classes) it appends, after every epoch, the val accuracy
+    and how the net classifies the protected rows (own label / target class)."""
+    import math
+
     from safetensors.torch import load_file, save_file
 
     from hf_unlearnable.surrogates.nets import build
-    from hf_unlearnable.training import TrainConfig, fit
+    from hf_unlearnable.training import TrainConfig, fit, predict
 
     f = cache / f"{tag}.safetensors" if tag else None
     torch.manual_seed(seed)
@@ -85,7 +93,20 @@ def train_net(cache: Path, x, y, seed: int, epochs: int = 10, tag: str | None = 
     if f is not None and f.exists():
         net.load_state_dict(load_file(str(f)))
         return net.eval()
-    fit(net, x, y, TrainConfig(epochs=epochs), seed=seed, progress=False)
+    hook = None
+    if trace is not None and watch is not None:
+        per_epoch, step = math.ceil(len(x) / TrainConfig().batch_size), [0]
+
+        def hook():
+            step[0] += 1
+            if step[0] % per_epoch == 0:
+                vx, vy, px, py, pt = watch
+                p = predict(net, px)
+                trace.append({"epoch": step[0] // per_epoch, "val": float((predict(net, vx) == vy).float().mean()),
+                              "protected_own": float((p == py).float().mean()),
+                              "protected_target": float((p == pt).float().mean())})
+                net.train()
+    fit(net, x, y, TrainConfig(epochs=epochs), seed=seed, progress=False, after_step=hook)
     if f is not None:
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(f))
     return net.eval()
@@ -97,6 +118,42 @@ def surrogates(cache: Path, d: dict, k: int, epochs: int = 12, frac: float = 0.7
         rows = torch.from_numpy(np.sort(np.random.default_rng(100 + i).permutation(n)[:int(frac * n)]))
         nets.append(train_net(cache, d["sx"][rows], d["sy"][rows], 100 + i, epochs,
                               tag=f"sur-convnet-e{epochs}-f{frac}-{i}"))
+    return nets
+
+
+def trajectory(cache: Path, d: dict, i: int, at: list[int], epochs: int = 10) -> list:
+    """Snapshots of one victim-like training run (the victim's 10-epoch recipe on the surrogate rows of member i)
+    after the given epochs: the victim's earlier states, which see the poisons before it has fitted them."""
+    import copy
+    import math
+
+    from safetensors.torch import load_file, save_file
+
+    from hf_unlearnable.surrogates.nets import build
+    from hf_unlearnable.training import TrainConfig, fit
+
+    files = {e: cache / f"traj-e{epochs}-{i}-at{e}.safetensors" for e in at}
+    if not all(f.exists() for f in files.values()):
+        n = len(d["sy"])
+        rows = torch.from_numpy(np.sort(np.random.default_rng(100 + i).permutation(n)[:int(0.7 * n)]))
+        torch.manual_seed(300 + i)
+        net = build("convnet", 10)
+        per_epoch = math.ceil(len(rows) / TrainConfig().batch_size)
+        step = [0]
+
+        def snap():
+            step[0] += 1
+            e, rest = divmod(step[0], per_epoch)
+            if rest == 0 and e in files:
+                save_file({k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}, str(files[e]))
+
+        fit(net, d["sx"][rows], d["sy"][rows], TrainConfig(epochs=epochs), seed=300 + i, progress=False,
+            after_step=snap)
+    nets = []
+    for e in at:
+        net = build("convnet", 10)
+        net.load_state_dict(load_file(str(files[e])))
+        nets.append(net.eval())
     return nets
 
 
@@ -249,22 +306,41 @@ def run(args) -> dict:
     extra = json.loads(args.extra)
     res = {"method": args.method, "k": args.k, "steps": args.steps, "draws": args.draws,
            "victim_seed": args.victim_seed, "extra": dict(extra)}
-    ctrl_file = cache / f"control-v{args.victim_seed}.json"
+    if args.victim_epochs != 10:
+        res["victim_epochs"] = args.victim_epochs
+    ctrl_file = cache / (f"control-v{args.victim_seed}" + (f"-e{args.victim_epochs}" if args.victim_epochs != 10
+                                                              else "") + ".json")
     if not ctrl_file.exists():
-        net = train_net(cache, d["tx"][~chosen], d["ty"][~chosen], args.victim_seed)
+        net = train_net(cache, d["tx"][~chosen], d["ty"][~chosen], args.victim_seed, args.victim_epochs)
         ctrl_file.write_text(json.dumps({"control": accuracy(net, d["vx"], d["vy"]),
                                          "reader_val": accuracy(reader, d["vx"], d["vy"])}))
     res.update(json.loads(ctrl_file.read_text()))
     xs, ys = d["tx"][chosen], d["ty"][chosen]
     images, labels = d["tx"].clone(), d["ty"].clone()
     nets = frozen(surrogates(cache, d, args.k)) if args.k else []
+    # the target map comes from the converged members only (early snapshots favour one or two classes for all)
+    confused = extra.pop("confused", args.method in ("uap", "ceiling-confused"))
+    tmap = confused_map(nets, d["tx"], d["ty"]) if confused else None
+    at = extra.pop("trajectory", None)      # epochs of victim-like runs (one per member) added to the ensemble
+    if at:
+        nets += frozen([m for i in range(max(1, args.k)) for m in trajectory(cache, d, i, at)])
     res["surrogate_val"] = [accuracy(m, d["vx"], d["vy"]) for m in nets]
-    tmap = confused_map(nets, d["tx"], d["ty"]) if extra.pop("confused", args.method == "uap") else None
     if tmap is not None:
         res["target_map"] = tmap.tolist()
+    # crafted poisons are kept per (attack, protected rows): a rerun with another victim reuses them
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+    key = hashlib.sha1(json.dumps([args.method, args.k, args.steps, args.draws, json.loads(args.extra)]
+                                  + ([args.victim_seed] if args.victim_seed else []),
+                                  sort_keys=True).encode()).hexdigest()[:10]
+    poison_file = cache / f"poison-{key}.safetensors"
     t1 = time.time()
     delta = None
-    if args.method == "targeted":
+    if poison_file.exists():
+        delta = (load_file(str(poison_file))["x"].float() - xs.float()) / 255
+        res["poison_reused"] = True
+    elif args.method == "targeted":
         delta = craft_targeted(nets, xs, ys, args.steps, args.draws, tmap=tmap, **extra)
     elif args.method == "refresh":
         rounds = extra.pop("rounds", 3)
@@ -302,7 +378,12 @@ def run(args) -> dict:
         res["reader_y_plus_1"] = float((p == (ys + 1) % 10).float().mean())
         if tmap is not None:
             res["reader_target"] = float((p == tmap[ys]).float().mean())
-    net = train_net(cache, images, labels, args.victim_seed)
+    if delta is not None:
+        save_file({"x": xq}, str(poison_file))
+        res["poison_file"] = poison_file.name
+    net = train_net(cache, images, labels, args.victim_seed, args.victim_epochs, trace=res.setdefault("trace", []),
+                    watch=(d["vx"], d["vy"], images[chosen], labels[chosen],
+                           tmap[labels[chosen]] if tmap is not None else (labels[chosen] + 1) % 10))
     res["mix"] = accuracy(net, d["vx"], d["vy"])
     res["mix_minus_control"] = res["mix"] - res["control"]
     res["seconds"] = round(time.time() - t0, 1)
@@ -316,13 +397,18 @@ def to_markdown(rows: list[dict]) -> str:
              "r = 0.5 of the mixing benchmark's validation protocol (10k rows, 10-epoch ConvNet victims, crop+flip); "
              "only the 5,000 protected rows are perturbed, by the probe's own attacks. Reader: a ConvNet on 10k other "
              "clean rows.", "",
-             "| poison | surrogates | reader: own class | reader: target class | mix | control | mix − control |",
-             "|---|---|---|---|---|---|---|"]
+             "| poison | surrogates | reader: own class | reader: target class | mix victim: own class at epoch 3 "
+             "/ last | mix | control | mix − control |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         target = r.get("reader_target", r.get("reader_y_plus_1"))
-        name = r["method"] + (f" `{json.dumps(r['extra'])}`" if r["extra"] else "")
-        lines.append(f"| {name} | {r['k']} | {pct(r.get('reader_own_class'))} | {pct(target)} | {pct(r['mix'])} | "
-                     f"{pct(r['control'])} | {100 * r['mix_minus_control']:+.2f} pts |")
+        name = r["method"] + (f" `{json.dumps(r['extra'])}`" if r["extra"] else "") + (
+            f", victim {r['victim_epochs']} epochs" if r.get("victim_epochs") else "")
+        trace = {t["epoch"]: t["protected_own"] for t in r.get("trace") or []}
+        last = max(trace, default=None)
+        fits = f"{pct(trace[3])} / {pct(trace[last])}" if 3 in trace else "–"
+        lines.append(f"| {name} | {r['k']} | {pct(r.get('reader_own_class'))} | {pct(target)} | {fits} | "
+                     f"{pct(r['mix'])} | {pct(r['control'])} | {100 * r['mix_minus_control']:+.2f} pts |")
     return "\n".join(lines) + "\n"
 
 
@@ -336,6 +422,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--draws", type=int, default=2, help="crop+flip draws per step (0 = none)")
     ap.add_argument("--victim-seed", type=int, default=0)
+    ap.add_argument("--victim-epochs", type=int, default=10, help="epochs of the mix victim and its control")
     ap.add_argument("--extra", default="{}", help="JSON options of the poison (see above)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "mix-probe"))
     ap.add_argument("--table", action="store_true", help="only rewrite results/mix-probe.md from the JSONL")
