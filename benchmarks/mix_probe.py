@@ -31,6 +31,7 @@ Appends one JSON line per run to benchmarks/results/mix-probe.jsonl; caches data
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -124,7 +125,6 @@ def surrogates(cache: Path, d: dict, k: int, epochs: int = 12, frac: float = 0.7
 def trajectory(cache: Path, d: dict, i: int, at: list[int], epochs: int = 10) -> list:
     """Snapshots of one victim-like training run (the victim's 10-epoch recipe on the surrogate rows of member i)
     after the given epochs: the victim's earlier states, which see the poisons before it has fitted them."""
-    import copy
     import math
 
     from safetensors.torch import load_file, save_file
@@ -328,9 +328,8 @@ def run(args) -> dict:
     if tmap is not None:
         res["target_map"] = tmap.tolist()
     # crafted poisons are kept per (attack, protected rows): a rerun with another victim reuses them
-    import hashlib
-
     from safetensors.torch import load_file, save_file
+
     key = hashlib.sha1(json.dumps([args.method, args.k, args.steps, args.draws, json.loads(args.extra)]
                                   + ([args.victim_seed] if args.victim_seed else []),
                                   sort_keys=True).encode()).hexdigest()[:10]
