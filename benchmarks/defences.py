@@ -25,8 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from efficacy import run_job  # noqa: E402  (one crafting-job runner: time + peak RSS)
 from mixing import VARIANTS, load_split  # noqa: E402  (the same rows and crafted sets)
 
-# the efficacy benchmark's EM class-wise job (same options, so --work folders are shared)
-METHODS = {**VARIANTS, "em-classwise": ("em", "craft", {"mode": "classwise", "min_iters": 10, "max_iters": 15})}
+# the efficacy benchmark's EM class-wise job (same options, so --work folders are shared) and PUE's robust
+# class-wise noise with the certify benchmark's 10 rounds
+METHODS = {**VARIANTS, "em-classwise": ("em", "craft", {"mode": "classwise", "min_iters": 10, "max_iters": 15}),
+           "pue": ("pue", "craft", {"min_iters": 10, "max_iters": 10})}
 DEFAULT_METHODS = ["em-classwise", "bayes-craft-augment-anchors-targeted-long", "bayes-craft-nearest-targeted8"]
 DEFENCES = ["none", "grayscale", "jpeg", "adversarial"]
 
