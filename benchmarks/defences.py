@@ -13,7 +13,6 @@ Writes benchmarks/results/defences.json and .md; finished victims are cached in 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -23,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from efficacy import run_job  # noqa: E402  (one crafting-job runner: time + peak RSS)
-from mixing import VARIANTS, load_split  # noqa: E402  (the same rows and crafted sets)
+from mixing import VARIANTS, data_arguments, load_split  # noqa: E402  (the same rows and crafted sets)
 
 # the efficacy benchmark's EM class-wise job (same options, so --work folders are shared) and PUE's robust
 # class-wise noise with the certify benchmark's 10 rounds
@@ -34,13 +33,7 @@ DEFENCES = ["none", "grayscale", "jpeg", "adversarial"]
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10"))
-    ap.add_argument("--per-class", type=int, default=1000)
-    ap.add_argument("--split", choices=["val", "test"], default="test")
-    ap.add_argument("--val-per-class", type=int, default=200)
-    ap.add_argument("--test", type=int, default=0, help="test rows (default 0 = all 10,000)")
+    ap = data_arguments(__doc__)
     ap.add_argument("--variants", nargs="+", choices=sorted(METHODS), default=DEFAULT_METHODS)
     ap.add_argument("--defences", nargs="+", choices=DEFENCES, default=DEFENCES)
     ap.add_argument("--epochs", type=int, default=10)

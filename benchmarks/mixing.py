@@ -105,14 +105,20 @@ def load_split(data: str, per_class: int, split: str, val_per_class: int, n_test
     return train.select(keep), evaluation
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+def data_arguments(doc: str) -> argparse.ArgumentParser:
+    """A parser with the options that pick the rows (`load_split`), shared by the benchmarks built on these rows."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10"))
     ap.add_argument("--per-class", type=int, default=1000)
     ap.add_argument("--split", choices=["val", "test"], default="test")
     ap.add_argument("--val-per-class", type=int, default=200, help="held-out train rows per class for --split val")
     ap.add_argument("--test", type=int, default=0, help="test rows (default 0 = all 10,000)")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = data_arguments(__doc__)
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.2, 0.5, 0.8, 1.0])
     ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=DEFAULT_VARIANTS)
     ap.add_argument("--epochs", type=int, default=20)
