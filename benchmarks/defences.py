@@ -5,7 +5,7 @@ For each method (a crafted set of the 10k CPU protocol, shared with benchmarks/m
 victim trains on the fully protected rows (r = 1.0), beside a victim on the clean rows under the same defence. The
 defences are final numbers, nothing is tuned on them, so the default evaluation set is the full test set.
 
-    python benchmarks/defences.py       # 10k train, test set, 10-epoch victims (~1 h on 2 cores, 45 min of it crafting)
+    python benchmarks/defences.py       # 10k train, test set, 10-epoch victims (~1.5 h on 2 cores, 55 min crafting)
     python benchmarks/defences.py --per-class 50 --test 500 --epochs 1 --variants em-classwise --work /tmp/def-smoke
 
 Writes benchmarks/results/defences.json and .md; finished victims are cached in --work, so a run resumes.
