@@ -236,6 +236,7 @@ class BayesErrorOptimisation(SurrogateMethod):
     name = "bayes"
     config_class = BayesConfig
     uses_labels = True
+    _target_map: torch.Tensor | None = None   # the targeted term's class per label, set per form by _choose_targets
 
     def _resolved(self, form: str, data_len: int, num_classes: int, class_names=None) -> BayesConfig:
         """The config with every None option chosen for `form` ("craft" or "batch"), as recorded in the Noise."""
@@ -307,7 +308,7 @@ class BayesErrorOptimisation(SurrogateMethod):
                 if logits.shape[1] < num_classes:
                     raise ProtectionError(f"targeted_weight needs a surrogate with >= {num_classes} classes; "
                                           f"this one has {logits.shape[1]}.")
-                tmap = getattr(self, "_target_map", None)    # set per form by _choose_targets; else y+1
+                tmap = self._target_map                      # None for direct callers: y+1
                 target = tmap.to(y.device)[y] if tmap is not None else (y + 1) % num_classes
                 (g_t,) = torch.autograd.grad(-F.cross_entropy(logits, target, reduction="sum"), x_in)
                 g = _l1_rows(g) + cfg.targeted_weight * _l1_rows(g_t)
