@@ -55,34 +55,39 @@ def main(argv=None) -> int:
     cache = work / f"defences-{args.split}-e{args.epochs}-s{args.seed}"
     cache.mkdir(parents=True, exist_ok=True)
 
-    def victims(name: str, protected, baselines: bool) -> dict:
-        """{defence: {"clean": acc, "protected": acc}} for one method, trained once per defence and cached."""
+    # the clean victims depend only on the rows, the defence and the seed: one cache for all methods, filled by
+    # whichever method's run first needs a defence's clean victim
+    clean_file = cache / "clean.json"
+    clean = json.loads(clean_file.read_text()) if clean_file.exists() else {}
+
+    def victims(name: str, protected) -> dict:
+        """{defence: accuracy} of the victims on one method's protected rows, trained once per defence and cached."""
         part = cache / f"{name}.json"
         done = json.loads(part.read_text()) if part.exists() else {}
         for d in args.defences:
-            if d in done:
+            if d in done and d in clean:
                 continue
             rep = evaluate(protected, evaluation, clean=train, mix=[1.0], defences=[d], victim=victim,
-                           seed=args.seed, baselines=baselines)
-            done[d] = {row["train_set"]: row["test_accuracy"] for row in rep.rows}
+                           seed=args.seed, baselines=d not in clean)
+            for row in rep.rows:
+                (clean if row["train_set"] == "clean" else done)[d] = row["test_accuracy"]
             part.write_text(json.dumps(done, indent=1))
+            clean_file.write_text(json.dumps(clean, indent=1))
         return done
 
     jobs, table = [], {}
-    for i, name in enumerate(args.variants):
+    for name in args.variants:
         method, how, options = METHODS[name]
         res = run_job({"name": name, "method": method, "how": how, "options": {"seed": args.seed, **options},
                        "data": args.data, "per_class": args.per_class, "out": str(work / name)})
         print(json.dumps(res), flush=True)
         jobs.append(res)
-        # the clean victims depend only on the rows, the defence and the seed: trained with the first method
-        table[name] = victims(name, datasets.load_from_disk(str(work / name)), baselines=(i == 0))
-    clean = {d: table[args.variants[0]][d]["clean"] for d in args.defences}
+        table[name] = victims(name, datasets.load_from_disk(str(work / name)))
 
     result = {"benchmark": "defences", "split": args.split, "evaluation_rows": len(evaluation),
               "train_rows": len(train), "epochs": args.epochs, "seed": args.seed, "victim": victim.to_dict(),
-              "defences": args.defences, "clean": clean,
-              "protected": {name: {d: table[name][d]["protected"] for d in args.defences} for name in args.variants},
+              "defences": args.defences, "clean": {d: clean[d] for d in args.defences},
+              "protected": {name: {d: table[name][d] for d in args.defences} for name in args.variants},
               "crafting": [{k: j[k] for k in ("name", "method", "how", "options") if k in j} for j in jobs],
               "hf_unlearnable": __version__, "date": time.strftime("%Y-%m-%d")}
     out = Path(args.out)
