@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ._data import load_labelled
-from .methods import get_method
+from .errors import ProtectionError
+from .methods import METHODS, get_method
 from .noise import Noise
 
 
@@ -17,8 +19,17 @@ def craft(dataset: Any, method: str, *, epsilon: float = 8 / 255, seed: int = 0,
     E.g. `craft(ds, "em", mode="classwise")` runs EM's bi-level min-min. Progress is shown with tqdm; with
     `checkpoint_dir` the state is saved after every round and an interrupted run resumes where it stopped.
     Returns a `Noise` (class-wise by label, or sample-wise by row id) for `protect(noise=...)`.
+    Started as several processes (`accelerate launch --multi_gpu --num_processes N`, or torchrun), "bayes" splits
+    each pass across them and every process returns the same Noise (save it from the main process only); the
+    bytes do not depend on the number of processes.
     """
     cls = get_method(method)
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes > 1 and not cls.splits_across_processes:
+        raise ProtectionError(
+            f"{method}'s craft runs in one process, but this one was started as 1 of {processes} (WORLD_SIZE="
+            f"{processes}, from accelerate launch or torchrun); run it as a plain process. Methods whose craft "
+            f"splits across processes: {', '.join(sorted(n for n, c in METHODS.items() if c.splits_across_processes))}.")
     cfg = cls.config_class.from_options(method, epsilon=epsilon, seed=seed, **options)
     data = load_labelled(dataset, image_column=image_column, label_column=label_column, id_column=id_column,
                          need_label=cls.uses_labels, desc=f"Reading images for {method}")

@@ -313,7 +313,10 @@ def _add_craft(sub) -> None:
         epilog="examples:\n"
                "  hf-unlearnable craft --method em --mode classwise --output noise/em-cw\n"
                "  hf-unlearnable craft --method em --mode samplewise --option max_iters=10 \\\n"
-               "      --checkpoint-dir ckpt/em-sw --output noise/em-sw",
+               "      --checkpoint-dir ckpt/em-sw --output noise/em-sw\n"
+               "  # bayes splits each pass across processes (one per GPU); the bytes do not depend on how many\n"
+               "  accelerate launch --multi_gpu --num_processes 4 -m hf_unlearnable craft --method bayes \\\n"
+               "      --output noise/bayes",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_common(p)
     p.add_argument("--method", default="em", metavar="NAME",
@@ -363,6 +366,10 @@ def cmd_craft(args: argparse.Namespace) -> int:
                   image_column=args.image_column, label_column=args.label_column, id_column=args.id_column,
                   **options)
     seconds = time.perf_counter() - t0
+    from ._distributed import process_group
+
+    if not process_group().is_main:    # launched as several processes: each holds the same noise; one saves it
+        return 0
     with atomic_dir(target) as tmp:
         noise.save_pretrained(tmp)
     logger.info("%r crafted in %.1f s, saved to %s", noise, seconds, target)

@@ -81,13 +81,15 @@ class Method:
       (pixel units, same shape) out.
       What `protect(method=...)` calls inside `Dataset.map`. Methods without a per-batch form set
       `per_batch = False` and are applied through `craft()` + `protect(noise=...)`.
-    - `craft(data, checkpoint_dir)`: the full dataset-level algorithm, returning a `Noise`.
+    - `craft(data, checkpoint_dir)`: the full dataset-level algorithm, returning a `Noise`. Methods whose craft
+      splits its work across processes started by `accelerate launch` / torchrun set `splits_across_processes`.
     """
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     per_batch: ClassVar[bool] = True
     uses_labels: ClassVar[bool] = False
+    splits_across_processes: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig | None = None, **options: Any):
         if config is None:

@@ -219,6 +219,10 @@ def _l1_rows(g: torch.Tensor) -> torch.Tensor:
     return g / g.flatten(1).abs().sum(1).clamp_min(1e-20).view(-1, *[1] * (g.ndim - 1))
 
 
+def _rows_of(batches: list[np.ndarray], which: list[int]) -> np.ndarray:
+    return np.concatenate([batches[b] for b in which]) if which else np.zeros(0, dtype=np.int64)
+
+
 def stratified_batches(labels: np.ndarray, size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """A random partition of all rows into batches of about `size` with every class in proportion."""
     keys = np.empty(len(labels))
@@ -236,6 +240,7 @@ class BayesErrorOptimisation(SurrogateMethod):
     name = "bayes"
     config_class = BayesConfig
     uses_labels = True
+    splits_across_processes = True
     _target_map: torch.Tensor | None = None   # the targeted term's class per label, set per form by _choose_targets
 
     def _resolved(self, form: str, data_len: int, num_classes: int, class_names=None) -> BayesConfig:
@@ -403,6 +408,7 @@ class BayesErrorOptimisation(SurrogateMethod):
     def _craft(self, data, checkpoint_dir=None):
         from tqdm.auto import tqdm
 
+        from .._distributed import process_group
         from ..noise import Noise
         from ..training import device, to_float
 
@@ -411,7 +417,8 @@ class BayesErrorOptimisation(SurrogateMethod):
         if cfg.clean_anchors and len(data.labels) < 4:
             raise ProtectionError(f"clean_anchors=True needs at least 4 rows (two minibatches); got "
                                   f"{len(data.labels)}.")
-        dev = device()
+        group = process_group()      # under accelerate launch / torchrun: this process's share of each pass
+        dev = group.device or device()
         num_classes = data.num_classes
         delta = self._start(tuple(images.shape), data.ids)
 
@@ -444,7 +451,7 @@ class BayesErrorOptimisation(SurrogateMethod):
         if before is None:
             before = self._estimate(reference, images, delta, labels, num_classes, ref_scale)
 
-        bar = tqdm(total=cfg.passes, initial=start, desc="bayes ascent", unit="pass")
+        bar = tqdm(total=cfg.passes, initial=start, desc="bayes ascent", unit="pass", disable=not group.is_main)
         for p in range(start, cfg.passes):
             if cfg.refresh_every and p > 0 and p % cfg.refresh_every == 0:
                 model = self._fresh_surrogate(images, delta, labels, num_classes, cfg.seed + p).to(dev)
@@ -456,16 +463,23 @@ class BayesErrorOptimisation(SurrogateMethod):
                     (to_float(images[s:s + 1000], dev) + delta[s:s + 1000].to(dev)).clamp(0, 1))
                     for s in range(0, len(images), 1000)]))
             rng = np.random.default_rng([cfg.seed, p])
-            # augmentation draws: a stream of their own per pass (resume gives the same bytes)
-            gen = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, p, 1]).integers(2**62)))
-            values = []
             # with clean anchors, at least two minibatches: each one's anchors are the next one's clean rows (never
             # a row's own clean twin, which a mix does not hold beside it)
             size = min(cfg.subset_size, max(2, len(labels) // 2)) if cfg.clean_anchors else cfg.subset_size
             batches = stratified_batches(data.labels, size, rng)
-            for b, idx in enumerate(batches):
-                if len(np.unique(data.labels[idx])) < 2:
-                    continue
+            ascended = [b for b, idx in enumerate(batches) if len(np.unique(data.labels[idx])) >= 2]
+            # a minibatch's update reads only its own rows, the frozen surrogate and clean anchors, so the
+            # minibatches of a pass split across processes; the estimates are kept per minibatch, in order
+            values = torch.zeros(len(batches), cfg.steps_per_batch, dtype=torch.float64)
+            mine = [ascended[i] for i in group.mine(ascended)]
+            if group.size > 1 and p == start:
+                logger.info("bayes: process %d of %d ascends %d of the %d minibatches of each pass", group.rank,
+                            group.size, len(mine), len(ascended))
+            for b in mine:
+                idx = batches[b]
+                # augmentation draws: a stream per pass and minibatch (resume and any process count give the
+                # same bytes)
+                gen = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, p, 1, b]).integers(2**62)))
                 x = to_float(images[idx], dev)
                 y = labels[idx].to(dev)
                 d = delta[idx].to(dev)
@@ -474,19 +488,22 @@ class BayesErrorOptimisation(SurrogateMethod):
                 if cfg.clean_anchors:
                     other = batches[(b + 1) % len(batches)]
                     anchors = (to_float(images[other], dev), labels[other].to(dev))
-                for _ in range(cfg.steps_per_batch):
-                    grad, value = self._ascent_direction(model, x_adv, y, num_classes, scale, gen, anchors)
-                    values.append(value)
+                for k in range(cfg.steps_per_batch):
+                    grad, values[b, k] = self._ascent_direction(model, x_adv, y, num_classes, scale, gen, anchors)
                     x_adv = x_adv.detach() + cfg.step_size * grad.sign()
                     x_adv = (x + (x_adv - x).clamp(-cfg.epsilon, cfg.epsilon)).clamp(0, 1)
                 delta[idx] = (x_adv - x).detach().cpu()
-            history.append({"pass": p + 1, "minibatch_estimate": float(np.mean(values)) if values else None,
+            group.share_rows(delta, _rows_of(batches, mine), _rows_of(batches, ascended))
+            group.share_rows(values, np.asarray(mine, dtype=int), np.asarray(ascended, dtype=int))
+            history.append({"pass": p + 1,
+                            "minibatch_estimate": float(values[ascended].mean()) if ascended else None,
                             "refreshed": model is not reference})
             tensors = {"delta": delta}
             if model is not reference:
                 tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
-            ckpt.save({"pass": p + 1, "history": history, "before": before, "refreshed": model is not reference},
-                      tensors)
+            if group.is_main:
+                ckpt.save({"pass": p + 1, "history": history, "before": before,
+                           "refreshed": model is not reference}, tensors)
             bar.update(1)
             bar.set_postfix(estimate=f"{history[-1]['minibatch_estimate'] or 0:.3f}")
         bar.close()
