@@ -77,7 +77,7 @@ def load(data: str, cache: Path) -> dict:
 
 
 def train_net(cache: Path, x, y, seed: int, epochs: int = 10, tag: str | None = None, trace: list | None = None,
-              watch: tuple | None = None):
+              watch: tuple | None = None, adversarial: float = 0.0):
     """A ConvNet trained with evaluate's victim recipe (cached under `tag`); eval mode. With `trace` and `watch` =
     (val x, val y, protected x, their labels, their target classes) it appends, after every epoch, the val accuracy
     and how the net classifies the protected rows (own label / target class)."""
@@ -107,18 +107,22 @@ def train_net(cache: Path, x, y, seed: int, epochs: int = 10, tag: str | None = 
                               "protected_own": float((p == py).float().mean()),
                               "protected_target": float((p == pt).float().mean())})
                 net.train()
-    fit(net, x, y, TrainConfig(epochs=epochs), seed=seed, progress=False, after_step=hook)
+    fit(net, x, y, TrainConfig(epochs=epochs, adversarial_epsilon=adversarial), seed=seed, progress=False,
+        after_step=hook)
     if f is not None:
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(f))
     return net.eval()
 
 
-def surrogates(cache: Path, d: dict, k: int, epochs: int = 12, frac: float = 0.7) -> list:
+def surrogates(cache: Path, d: dict, k: int, epochs: int = 12, frac: float = 0.7, robust: int = 0) -> list:
+    """k victim-like ConvNets on seeded 70 % draws of the surrogate rows; robust > 0: fast adversarial training at
+    robust/255, whose input gradients follow features a victim cannot fit around as easily (robust features)."""
     nets, n = [], len(d["sy"])
     for i in range(k):
         rows = torch.from_numpy(np.sort(np.random.default_rng(100 + i).permutation(n)[:int(frac * n)]))
         nets.append(train_net(cache, d["sx"][rows], d["sy"][rows], 100 + i, epochs,
-                              tag=f"sur-convnet-e{epochs}-f{frac}-{i}"))
+                              tag=f"sur-convnet-e{epochs}-f{frac}-{i}" + (f"-at{robust}" if robust else ""),
+                              adversarial=robust / 255))
     return nets
 
 
@@ -178,11 +182,14 @@ def confused_map(nets, x_u8, y) -> torch.Tensor:
     return conf.argmax(1)
 
 
-def craft_targeted(nets, x_u8, y, steps=20, draws=2, step=None, seed=0, batch=500, lowres=0, tmap=None, init=None):
-    """Signed PGD (step eps/8) toward tmap[y] (default y+1) on the summed CE of the nets, over crop+flip draws."""
+def craft_targeted(nets, x_u8, y, steps=20, draws=2, step=None, seed=0, batch=500, lowres=0, tmap=None, init=None,
+                   eps=8):
+    """Signed PGD (step eps/8) toward tmap[y] (default y+1) on the summed CE of the nets, over crop+flip draws;
+    eps in /255 (the library's 8 by default; larger only to see what budget a hurting poison would need)."""
     from hf_unlearnable.training import autocast, crop_flip
 
-    step = step or EPS / 8
+    eps = eps / 255
+    step = step or eps / 8
     gen = torch.Generator().manual_seed(seed)
     out = torch.empty(x_u8.shape, dtype=torch.float32)
     for s in range(0, len(x_u8), batch):
@@ -208,7 +215,7 @@ def craft_targeted(nets, x_u8, y, steps=20, draws=2, step=None, seed=0, batch=50
                         total = total - F.cross_entropy(m(xt).float(), t, reduction="sum")
                 (gi,) = torch.autograd.grad(total, ei)
                 g += gi
-            eta = (eta.detach() + step * g.sign()).clamp(-EPS, EPS)
+            eta = (eta.detach() + step * g.sign()).clamp(-eps, eps)
         out[s:s + batch] = (x + up(eta)).clamp(0, 1) - x
     return out
 
@@ -317,7 +324,10 @@ def run(args) -> dict:
     res.update(json.loads(ctrl_file.read_text()))
     xs, ys = d["tx"][chosen], d["ty"][chosen]
     images, labels = d["tx"].clone(), d["ty"].clone()
-    nets = frozen(surrogates(cache, d, args.k)) if args.k else []
+    robust = extra.pop("robust", 0)         # adversarially trained surrogates at robust/255
+    nets = frozen(surrogates(cache, d, args.k, robust=robust)) if args.k else []
+    if extra.pop("with_standard", False):   # ... beside the standard ones
+        nets += frozen(surrogates(cache, d, args.k))
     # the target map comes from the converged members only (early snapshots favour one or two classes for all)
     confused = extra.pop("confused", args.method in ("uap", "ceiling-confused"))
     tmap = confused_map(nets, d["tx"], d["ty"]) if confused else None
@@ -369,8 +379,9 @@ def run(args) -> dict:
     res["craft_seconds"] = round(time.time() - t1, 1)
     if delta is not None:
         xq = quantise(xs, delta)
-        if int((xq.int() - xs.int()).abs().max()) > 8:
-            raise SystemExit("a perturbation left the 8/255 box")
+        budget = json.loads(args.extra).get("eps", 8)
+        if int((xq.int() - xs.int()).abs().max()) > budget:
+            raise SystemExit(f"a perturbation left the {budget}/255 box")
         images[chosen] = xq
         p = predict(reader, xq)
         res["reader_own_class"] = float((p == ys).float().mean())
