@@ -43,6 +43,16 @@ class ProcessGroup:
         dist.all_reduce(buffer)
         values[updated] = buffer.cpu()[updated]
 
+    def largest(self, value: torch.Tensor) -> torch.Tensor:
+        """The largest of every process's `value` (a scalar tensor); exact, so as good as computing it in one."""
+        if self.size == 1:
+            return value
+        import torch.distributed as dist
+
+        buffer = value.detach().clone().reshape(1).to(self.device)
+        dist.all_reduce(buffer, op=dist.ReduceOp.MAX)
+        return buffer.reshape(()).to(value.device)
+
     def wait(self) -> None:
         if self.size > 1:
             import torch.distributed as dist

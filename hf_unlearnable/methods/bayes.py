@@ -458,10 +458,11 @@ class BayesErrorOptimisation(SurrogateMethod):
             for q in model.parameters():
                 q.requires_grad_(False)
             model.eval()
-            with torch.no_grad():
-                scale = feature_scale(torch.cat([model.features(
-                    (to_float(images[s:s + 1000], dev) + delta[s:s + 1000].to(dev)).clamp(0, 1))
-                    for s in range(0, len(images), 1000)]))
+            with torch.no_grad():   # the global max-abs: each process takes its chunks, the largest wins
+                starts = list(range(0, len(images), 1000))
+                scale = group.largest(torch.stack([torch.zeros((), device=dev)] + [feature_scale(model.features(
+                    (to_float(images[s:s + 1000], dev) + delta[s:s + 1000].to(dev)).clamp(0, 1)))
+                    for s in (starts[i] for i in group.mine(starts))]).max()).clamp_min(1e-12)
             rng = np.random.default_rng([cfg.seed, p])
             # with clean anchors, at least two minibatches: each one's anchors are the next one's clean rows (never
             # a row's own clean twin, which a mix does not hold beside it)

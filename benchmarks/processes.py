@@ -1,0 +1,138 @@
+"""Crafting bayes across processes: the same `hf-unlearnable craft --method bayes` run as 1 plain process and as k
+processes under torchrun (what `accelerate launch` starts, one process per GPU), on the same rows, in one run.
+
+Reported per run: the craft's own time (from the CLI's log, so process start-up is not counted), the images/s that
+gives (rows x passes / seconds, i.e. rows per second per pass), the wall time including start-up, the largest peak
+RSS of any one process, and how many noise elements differ from the single process with all threads and with one
+thread. torchrun gives each of its processes one thread (OMP_NUM_THREADS=1), so the one-thread single process is the
+one whose bytes the split runs must equal; against the all-threads process, CPU kernels may round differently with
+another thread count. On a GPU machine, pass --processes 1 N for N GPUs.
+
+    python benchmarks/processes.py                                   # 8,000 CIFAR-10 rows, 2 passes, 1 vs 2
+    python benchmarks/processes.py --data bundled --per-class 100 --passes 1 --subset-size 250   # smoke, seconds
+
+Writes benchmarks/results/processes.json and processes.md; crafted noise goes to --work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_PEAK = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+         "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+         "sys.exit(r.returncode)")
+
+
+def run_craft(processes: int, data: Path, out: Path, options: dict, threads: int | None = None) -> dict:
+    """One craft as `processes` processes; returns its times and the largest per-process peak RSS."""
+    cli = ["-m", "hf_unlearnable", "craft", "--data", str(data), "--method", "bayes", "--output", str(out),
+           "--overwrite"]
+    for key, value in options.items():
+        cli += ["--option", f"{key}={value}"]
+    if processes == 1:
+        cmd = [sys.executable] + cli
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] + cli
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _PEAK] + cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"craft with {processes} processes failed:\n{done.stderr[-3000:]}")
+    seconds = float(re.search(r"crafted in ([0-9.]+) s", done.stderr).group(1))
+    peak = int(re.search(r"peak_rss_kb (\d+)", done.stderr).group(1))
+    shares = re.findall(r"process (\d+) of \d+ ascends (\d+) of the (\d+) minibatches", done.stderr)
+    return {"processes": processes, "threads_per_process": threads or (1 if processes > 1 else os.cpu_count()),
+            "craft_seconds": round(seconds, 1), "wall_seconds": round(wall, 1),
+            "peak_rss_gb_per_process": round(peak / 2**20, 2),
+            "minibatches_per_process": {int(r): int(n) for r, n, _ in shares} or None}
+
+
+def to_markdown(res: dict) -> str:
+    lines = ["# bayes craft across processes (benchmarks/processes.py)", "",
+             f"{res['rows']} rows of {res['data']}, {res['options']['passes']} passes, minibatches of "
+             f"{res['options']['subset_size']} rows; {res['machine']}; {res['date']}.", "",
+             "| processes × threads | craft s | images/s (rows × passes / s) | speed-up | wall s (with start-up) | "
+             "peak RSS per process | minibatches per process | elements ≠ 1 × all threads | ≠ 1 × 1 thread |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    base = res["runs"][0]["craft_seconds"]
+    for r in res["runs"]:
+        share = r["minibatches_per_process"]
+        lines.append(f"| {r['processes']} × {r['threads_per_process']} | {r['craft_seconds']} | {r['images_per_second']:.1f} | "
+                     f"{base / r['craft_seconds']:.2f}× | {r['wall_seconds']} | {r['peak_rss_gb_per_process']} GB | "
+                     f"{' / '.join(str(share[k]) for k in sorted(share)) if share else 'all'} | "
+                     f"{r['differ_from_first']} | {r.get('differ_from_one_thread', '–')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10"),
+                    help="a folder with train.parquet, or 'bundled'")
+    ap.add_argument("--per-class", type=int, default=800, help="train rows per class (the first ones)")
+    ap.add_argument("--passes", type=int, default=2)
+    ap.add_argument("--subset-size", type=int, default=2048, help="rows per ascent minibatch (bayes' default)")
+    ap.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--no-one-thread-reference", dest="one_thread_reference", action="store_false",
+                    help="skip the single process with one thread (the bytes the split runs must equal)")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "bench-processes"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args(argv)
+    if args.processes[0] != 1:
+        raise SystemExit("--processes must start with 1: the single process is the baseline")
+
+    from hf_unlearnable import load_noise
+    from hf_unlearnable.data import load_cifar10, per_class_rows
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    train = load_cifar10("train", args.data)
+    rows = train.select(per_class_rows(train["label"], 0, args.per_class))
+    data = work / f"data-{args.per_class}"
+    if not data.exists():
+        rows.save_to_disk(str(data))
+    options = {"passes": args.passes, "subset_size": args.subset_size}
+    res = {"data": args.data, "rows": len(rows), "options": options, "date": time.strftime("%Y-%m-%d"),
+           "machine": f"{os.cpu_count()} CPU cores" + (", CUDA" if _cuda() else ""), "runs": []}
+    first = one_thread = None
+    configs = [(1, None)] + ([(1, 1)] if args.one_thread_reference else []) + [(k, None) for k in args.processes[1:]]
+    for k, threads in configs:
+        out = work / (f"noise-{k}" + ("" if threads is None else f"x{threads}"))
+        r = run_craft(k, data, out, options, threads)
+        steps = load_noise(str(out)).steps
+        first = steps if first is None else first
+        if k == 1 and threads == 1:
+            one_thread = steps
+        r["images_per_second"] = len(rows) * args.passes / r["craft_seconds"]
+        r["differ_from_first"] = int((steps != first).sum())
+        if one_thread is not None:
+            r["differ_from_one_thread"] = int((steps != one_thread).sum())
+        res["runs"].append(r)
+        print(json.dumps(r), flush=True)
+    out_dir = Path(args.out)
+    (out_dir / "processes.json").write_text(json.dumps(res, indent=1) + "\n")
+    (out_dir / "processes.md").write_text(to_markdown(res))
+    print(to_markdown(res))
+    return 0 if all(r.get("differ_from_one_thread", 0) == 0 for r in res["runs"]) else 1
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
