@@ -1,5 +1,5 @@
-"""Crafting bayes across processes: the same `hf-unlearnable craft --method bayes` run as 1 plain process and as k
-processes under torchrun (what `accelerate launch` starts, one process per GPU), on the same rows, in one run.
+"""Crafting across processes: the same `hf-unlearnable craft` (bayes, or em sample-wise) run as 1 plain process and
+as k processes under torchrun (what `accelerate launch` starts, one process per GPU), on the same rows, in one run.
 
 Reported per run: the craft's own time (from the CLI's log, so process start-up is not counted), the images/s that
 gives (rows x passes / seconds, i.e. rows per second per pass), the wall time including start-up, the largest peak
@@ -8,10 +8,11 @@ thread. torchrun gives each of its processes one thread (OMP_NUM_THREADS=1), so 
 one whose bytes the split runs must equal; against the all-threads process, CPU kernels may round differently with
 another thread count. On a GPU machine, pass --processes 1 N for N GPUs.
 
-    python benchmarks/processes.py                                   # 8,000 CIFAR-10 rows, 2 passes, 1 vs 2
-    python benchmarks/processes.py --data bundled --per-class 100 --passes 1 --subset-size 250   # smoke, seconds
+    python benchmarks/processes.py                     # bayes: 8,000 CIFAR-10 rows, 2 passes, 1 vs 2 processes
+    python benchmarks/processes.py --method em --per-class 200 --option max_iters=2 --option min_iters=2
+    python benchmarks/processes.py --data bundled --per-class 100 --option passes=1 --option subset_size=250  # smoke
 
-Writes benchmarks/results/processes.json and processes.md; crafted noise goes to --work.
+Writes benchmarks/results/processes[-em].json and .md; crafted noise goes to --work.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ _PEAK = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
          "sys.exit(r.returncode)")
 
 
-def run_craft(processes: int, data: Path, out: Path, options: dict, threads: int | None = None) -> dict:
+def run_craft(method: str, processes: int, data: Path, out: Path, options: dict, threads: int | None = None) -> dict:
     """One craft as `processes` processes; returns its times and the largest per-process peak RSS."""
-    cli = ["-m", "hf_unlearnable", "craft", "--data", str(data), "--method", "bayes", "--output", str(out),
+    cli = ["-m", "hf_unlearnable", "craft", "--data", str(data), "--method", method, "--output", str(out),
            "--overwrite"]
     for key, value in options.items():
         cli += ["--option", f"{key}={value}"]
@@ -52,7 +53,8 @@ def run_craft(processes: int, data: Path, out: Path, options: dict, threads: int
         raise SystemExit(f"craft with {processes} processes failed:\n{done.stderr[-3000:]}")
     seconds = float(re.search(r"crafted in ([0-9.]+) s", done.stderr).group(1))
     peak = int(re.search(r"peak_rss_kb (\d+)", done.stderr).group(1))
-    shares = re.findall(r"process (\d+) of \d+ ascends (\d+) of the (\d+) minibatches", done.stderr)
+    shares = re.findall(r"process (\d+) of \d+ (?:ascends|updates) (\d+) of the (\d+) (?:minibatches|noise batches)",
+                        done.stderr)
     return {"processes": processes, "threads_per_process": threads or (1 if processes > 1 else os.cpu_count()),
             "craft_seconds": round(seconds, 1), "wall_seconds": round(wall, 1),
             "peak_rss_gb_per_process": round(peak / 2**20, 2),
@@ -60,10 +62,10 @@ def run_craft(processes: int, data: Path, out: Path, options: dict, threads: int
 
 
 def to_markdown(res: dict) -> str:
-    lines = ["# bayes craft across processes (benchmarks/processes.py)", "",
-             f"{res['rows']} rows of {res['data']}, {res['options']['passes']} passes, minibatches of "
-             f"{res['options']['subset_size']} rows; {res['machine']}; {res['date']}.", "",
-             "| processes × threads | craft s | images/s (rows × passes / s) | speed-up | wall s (with start-up) | "
+    lines = [f"# {res['method']} craft across processes (benchmarks/processes.py)", "",
+             f"{res['rows']} rows of {res['data']}, options {json.dumps(res['options'])}; {res['machine']}; "
+             f"{res['date']}. Images/s = rows x {res['sweeps']} / craft seconds.", "",
+             "| processes × threads | craft s | images/s (per pass or round) | speed-up | wall s (with start-up) | "
              "peak RSS per process | minibatches per process | elements ≠ 1 × all threads | ≠ 1 × 1 thread |",
              "|---|---|---|---|---|---|---|---|---|"]
     base = res["runs"][0]["craft_seconds"]
@@ -82,8 +84,9 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10"),
                     help="a folder with train.parquet, or 'bundled'")
     ap.add_argument("--per-class", type=int, default=800, help="train rows per class (the first ones)")
-    ap.add_argument("--passes", type=int, default=2)
-    ap.add_argument("--subset-size", type=int, default=2048, help="rows per ascent minibatch (bayes' default)")
+    ap.add_argument("--method", choices=["bayes", "em"], default="bayes", help="em runs sample-wise")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="craft options (default for bayes: passes=2; for em: max_iters=min_iters=2)")
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--no-one-thread-reference", dest="one_thread_reference", action="store_false",
                     help="skip the single process with one thread (the bytes the split runs must equal)")
@@ -103,27 +106,36 @@ def main(argv=None) -> int:
     data = work / f"data-{args.per_class}"
     if not data.exists():
         rows.save_to_disk(str(data))
-    options = {"passes": args.passes, "subset_size": args.subset_size}
-    res = {"data": args.data, "rows": len(rows), "options": options, "date": time.strftime("%Y-%m-%d"),
+    options = {"passes": 2} if args.method == "bayes" else {"mode": "samplewise", "max_iters": 2, "min_iters": 2}
+    for item in args.option:
+        key, _, value = item.partition("=")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    sweeps = options["passes"] if args.method == "bayes" else options["max_iters"]
+    res = {"method": args.method, "data": args.data, "rows": len(rows), "options": options, "sweeps": sweeps,
+           "date": time.strftime("%Y-%m-%d"),
            "machine": f"{os.cpu_count()} CPU cores" + (", CUDA" if _cuda() else ""), "runs": []}
     first = one_thread = None
     configs = [(1, None)] + ([(1, 1)] if args.one_thread_reference else []) + [(k, None) for k in args.processes[1:]]
     for k, threads in configs:
-        out = work / (f"noise-{k}" + ("" if threads is None else f"x{threads}"))
-        r = run_craft(k, data, out, options, threads)
+        out = work / (f"noise-{args.method}-{k}" + ("" if threads is None else f"x{threads}"))
+        r = run_craft(args.method, k, data, out, options, threads)
         steps = load_noise(str(out)).steps
         first = steps if first is None else first
         if k == 1 and threads == 1:
             one_thread = steps
-        r["images_per_second"] = len(rows) * args.passes / r["craft_seconds"]
+        r["images_per_second"] = len(rows) * sweeps / r["craft_seconds"]
         r["differ_from_first"] = int((steps != first).sum())
         if one_thread is not None:
             r["differ_from_one_thread"] = int((steps != one_thread).sum())
         res["runs"].append(r)
         print(json.dumps(r), flush=True)
     out_dir = Path(args.out)
-    (out_dir / "processes.json").write_text(json.dumps(res, indent=1) + "\n")
-    (out_dir / "processes.md").write_text(to_markdown(res))
+    name = "processes" + ("" if args.method == "bayes" else f"-{args.method}")
+    (out_dir / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
+    (out_dir / f"{name}.md").write_text(to_markdown(res))
     print(to_markdown(res))
     return 0 if all(r.get("differ_from_one_thread", 0) == 0 for r in res["runs"]) else 1
 

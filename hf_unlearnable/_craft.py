@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from ._data import load_labelled
+from ._distributed import launched_processes
 from .errors import ProtectionError
 from .methods import METHODS, get_method
 from .noise import Noise
@@ -19,12 +19,13 @@ def craft(dataset: Any, method: str, *, epsilon: float = 8 / 255, seed: int = 0,
     E.g. `craft(ds, "em", mode="classwise")` runs EM's bi-level min-min. Progress is shown with tqdm; with
     `checkpoint_dir` the state is saved after every round and an interrupted run resumes where it stopped.
     Returns a `Noise` (class-wise by label, or sample-wise by row id) for `protect(noise=...)`.
-    Started as several processes (`accelerate launch --multi_gpu --num_processes N`, or torchrun), "bayes" splits
-    each pass across them and every process returns the same Noise (save it from the main process only); the
-    bytes do not depend on the number of processes.
+    Started as several processes (`accelerate launch --multi_gpu --num_processes N`, or torchrun), "bayes" (each
+    pass) and sample-wise "em" (each round's noise update) split their work across them, and every process returns
+    the same Noise (save it from the main process only); at equal threads per process the bytes do not depend on
+    the number of processes.
     """
     cls = get_method(method)
-    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    processes = launched_processes()
     if processes > 1 and not cls.splits_across_processes:
         raise ProtectionError(
             f"{method}'s craft runs in one process, but this one was started as 1 of {processes} (WORLD_SIZE="

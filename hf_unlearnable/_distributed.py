@@ -60,10 +60,15 @@ class ProcessGroup:
             dist.barrier()
 
 
+def launched_processes() -> int:
+    """How many processes the launcher started (WORLD_SIZE, set by accelerate launch and torchrun); 1 if none."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def process_group() -> ProcessGroup:
     """The processes this craft runs in: one, unless launched with WORLD_SIZE > 1, where accelerate's PartialState
     sets up torch.distributed (NCCL on CUDA, gloo on CPU) and gives each process its device."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if launched_processes() <= 1:
         return ProcessGroup()
     from accelerate import PartialState
 

@@ -192,6 +192,7 @@ class ErrorMinimizing(SurrogateMethod):
     name = "em"
     config_class = EMConfig
     uses_labels = True
+    splits_across_processes = True    # sample-wise only: class-wise noise updates feed each other in order
 
     # -- per-batch form -----------------------------------------------------------------------------------------
     @property
@@ -230,13 +231,20 @@ class ErrorMinimizing(SurrogateMethod):
     def craft(self, data, checkpoint_dir=None):
         from tqdm.auto import tqdm
 
+        from .._distributed import launched_processes, process_group
         from ..noise import Noise
         from ..surrogates.nets import build
         from ..training import StepTrainer, autocast, device, memory_format, to_float
 
         cfg = self.config
         images, labels = self._craft_inputs(data)
-        dev = device()
+        if launched_processes() > 1 and (cfg.mode != "samplewise" or not type(self).splits_across_processes):
+            raise ProtectionError(
+                f"{self.name} {cfg.mode}'s craft runs in one process (each noise update feeds the next), but this "
+                f"one was started as 1 of {launched_processes()}; run it as a plain process, or craft em "
+                "sample-wise.")
+        group = process_group()
+        dev = group.device or device()
         num_classes = data.num_classes
         rows = (np.arange(len(data)) if cfg.mode == "samplewise"
                 else stratified_subset(data.labels, cfg.subset, cfg.seed))
@@ -275,7 +283,8 @@ class ErrorMinimizing(SurrogateMethod):
             return (x + d.to(dev)).clamp(0, 1), y
 
         done = bool(history) and history[-1].get("stopped", False) and len(history) >= cfg.min_iters
-        bar = tqdm(total=cfg.max_iters, initial=start_iter, desc=f"{self.name} {cfg.mode} min-min", unit="round")
+        bar = tqdm(total=cfg.max_iters, initial=start_iter, desc=f"{self.name} {cfg.mode} min-min", unit="round",
+                   disable=not group.is_main)
         it = start_iter
         while not done and it < cfg.max_iters:
             # (a) M surrogate steps on perturbed data, continuing through the data in a fixed order
@@ -284,9 +293,16 @@ class ErrorMinimizing(SurrogateMethod):
                 x, y = perturbed(batch_of(cursor))
                 cursor = (cursor + bs) % n_rows
                 losses.append(self._surrogate_step(trainer, x, y, history))
-            # (b) noise update over every row (sample-wise) or the subset (class-wise), surrogate frozen
+            # (b) noise update over every row (sample-wise) or the subset (class-wise), surrogate frozen. Across
+            # processes (sample-wise) each takes its share of the noise batches; every process trains the same
+            # surrogate in (a), so the rows are summed back and the next round starts equal everywhere
             model = trainer.model
-            for s in range(0, n_rows, nbs):
+            starts = list(range(0, n_rows, nbs))
+            mine = [starts[i] for i in group.mine(starts)]
+            if group.size > 1 and it == start_iter:
+                logger.info("%s: process %d of %d updates %d of the %d noise batches of each round", self.name,
+                            group.rank, group.size, len(mine), len(starts))
+            for s in mine:
                 idx = rows[s:s + nbs]
                 x = to_float(images[idx], dev)
                 y = labels[idx].to(dev)
@@ -295,21 +311,29 @@ class ErrorMinimizing(SurrogateMethod):
                 else:
                     eta = self._noise_step(model, x, y, delta[labels[idx]].to(dev), history)
                     delta = classwise_average(eta.cpu(), labels[idx], delta, cfg.epsilon)
-            # (c) the surrogate's error on the perturbed rows (eval mode, no augmentation: §6.7)
-            correct = 0
+            if group.size > 1:
+                group.share_rows(delta, np.concatenate([rows[s:s + nbs] for s in mine]) if mine
+                                 else np.zeros(0, dtype=np.int64), rows)
+            # (c) the surrogate's error on the perturbed rows (eval mode, no augmentation: §6.7), each process
+            # counting its chunks
+            chunks = list(range(0, n_rows, 1000))
+            correct = torch.zeros(len(chunks), dtype=torch.float64)
             with torch.no_grad():
                 model.eval()
-                for s in range(0, n_rows, 1000):
-                    x, y = perturbed(rows[s:s + 1000])
+                for i in group.mine(chunks):
+                    x, y = perturbed(rows[chunks[i]:chunks[i] + 1000])
                     with autocast(dev):
-                        correct += int((model(x.contiguous(memory_format=memory_format(dev))).argmax(1) == y).sum())
+                        correct[i] = int((model(x.contiguous(memory_format=memory_format(dev))).argmax(1) == y).sum())
+            group.share_rows(correct, np.asarray(group.mine(chunks), dtype=np.int64), np.arange(len(chunks)))
+            correct = int(correct.sum())
             error = 1 - correct / n_rows
             it += 1
             stopped = it >= cfg.min_iters and error < cfg.stop_error
             history.append({"round": it, "train_loss": float(np.mean(losses)) if losses else None,
                             "error": error, "stopped": stopped})
-            ckpt.save({"iteration": it, "cursor": cursor, "history": history},
-                      {"delta": delta, **_trainer_tensors(trainer)})
+            if group.is_main:
+                ckpt.save({"iteration": it, "cursor": cursor, "history": history},
+                          {"delta": delta, **_trainer_tensors(trainer)})
             bar.update(1)
             bar.set_postfix(error=f"{error:.4f}")
             done = stopped

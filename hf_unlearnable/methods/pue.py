@@ -85,6 +85,7 @@ class _Perturbed:
 @register
 class ProvablyUnlearnable(ErrorMinimizing):
     name = "pue"
+    splits_across_processes = False   # class-wise: each noise update feeds the next
     config_class = PUEConfig
     per_batch = False
 
