@@ -368,12 +368,15 @@ def cmd_craft(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     from ._distributed import process_group
 
-    if not process_group().is_main:    # launched as several processes: each holds the same noise; one saves it
-        return 0
-    with atomic_dir(target) as tmp:
-        noise.save_pretrained(tmp)
-    logger.info("%r crafted in %.1f s, saved to %s", noise, seconds, target)
-    print(target)
+    group = process_group()
+    try:
+        if group.is_main:    # launched as several processes: each holds the same noise; one saves it
+            with atomic_dir(target) as tmp:
+                noise.save_pretrained(tmp)
+            logger.info("%r crafted in %.1f s, saved to %s", noise, seconds, target)
+            print(target)
+    finally:
+        group.close()
     return 0
 
 

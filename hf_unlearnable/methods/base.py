@@ -91,6 +91,11 @@ class Method:
     uses_labels: ClassVar[bool] = False
     splits_across_processes: ClassVar[bool] = False
 
+    @classmethod
+    def splits(cls, config: MethodConfig) -> bool:
+        """Whether craft() with this config splits across processes (a method may split only some forms)."""
+        return cls.splits_across_processes
+
     def __init__(self, config: MethodConfig | None = None, **options: Any):
         if config is None:
             config = self.config_class.from_options(self.name, **options)

@@ -432,8 +432,10 @@ class BayesErrorOptimisation(SurrogateMethod):
                                                  for s in range(0, len(images), 1000)]))
         self._choose_targets(reference, (to_float(images[s:s + 1000], dev) for s in range(0, len(images), 1000)),
                              labels, num_classes)
-        ckpt = _Checkpoint(checkpoint_dir, {"method": self.name, **{k: v for k, v in cfg.to_dict().items()
-                                                                   if k != "passes"}},
+        # "draws": augmentation streams per pass and minibatch since 0.x; a checkpoint with per-pass streams would
+        # resume into other bytes, so it is refused as "other options"
+        ckpt = _Checkpoint(checkpoint_dir, {"method": self.name, "draws": "per-minibatch",
+                                            **{k: v for k, v in cfg.to_dict().items() if k != "passes"}},
                            _fingerprint(data.ids, data.labels))
         start, history, model, before = 0, [], reference, None
         resumed = ckpt.load()
@@ -448,13 +450,16 @@ class BayesErrorOptimisation(SurrogateMethod):
                 model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
                 model = model.to(dev).eval()
             logger.info("resuming bayes from %s at pass %d", checkpoint_dir, start)
+        group.agree("the pass to resume at", start)
         if before is None:
             before = self._estimate(reference, images, delta, labels, num_classes, ref_scale)
 
         bar = tqdm(total=cfg.passes, initial=start, desc="bayes ascent", unit="pass", disable=not group.is_main)
+        ascents = 0     # minibatches this process ascended (its share of the work)
         for p in range(start, cfg.passes):
             if cfg.refresh_every and p > 0 and p % cfg.refresh_every == 0:
                 model = self._fresh_surrogate(images, delta, labels, num_classes, cfg.seed + p).to(dev)
+                group.same_as_main(list(model.parameters()) + list(model.buffers()))
             for q in model.parameters():
                 q.requires_grad_(False)
             model.eval()
@@ -473,10 +478,8 @@ class BayesErrorOptimisation(SurrogateMethod):
             # minibatches of a pass split across processes; the estimates are kept per minibatch, in order
             values = torch.zeros(len(batches), cfg.steps_per_batch, dtype=torch.float64)
             mine = [ascended[i] for i in group.mine(ascended)]
-            if group.size > 1 and p == start:
-                logger.info("bayes: process %d of %d ascends %d of the %d minibatches of each pass", group.rank,
-                            group.size, len(mine), len(ascended))
             for b in mine:
+                ascents += 1
                 idx = batches[b]
                 # augmentation draws: a stream per pass and minibatch (resume and any process count give the
                 # same bytes)
@@ -508,6 +511,9 @@ class BayesErrorOptimisation(SurrogateMethod):
             bar.update(1)
             bar.set_postfix(estimate=f"{history[-1]['minibatch_estimate'] or 0:.3f}")
         bar.close()
+        if group.size > 1:
+            logger.info("bayes: process %d of %d ascended %d minibatches in %d passes", group.rank, group.size,
+                        ascents, cfg.passes - start)
         after = self._estimate(reference, images, delta, labels, num_classes, ref_scale)
         logger.info("bayes: whole-set Bayes-error estimate %.4f -> %.4f", before, after)
         stats = {"bayes_error_before": before, "bayes_error_after": after, "passes": len(history),

@@ -128,18 +128,26 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndar
 
 
 class _Checkpoint:
-    """Atomic, resumable crafting state: state.json (+ config and data fingerprint) + state.safetensors."""
+    """Atomic, resumable crafting state in one file: state.safetensors, whose metadata holds the progress, the
+    config and the data fingerprint, so a kill at any moment leaves the previous state or the next, never a mix.
+    state.json beside it is a readable copy of that metadata (checkpoints written before it moved into the
+    safetensors file are read from state.json)."""
 
     def __init__(self, directory: str | os.PathLike | None, config: dict, fingerprint: str):
         self.dir = Path(directory) if directory is not None else None
         self.meta = {"config": config, "data": fingerprint}
 
     def load(self) -> tuple[dict, dict] | None:
-        if self.dir is None or not (self.dir / "state.json").exists():
+        if self.dir is None or not (self.dir / "state.safetensors").exists():
             return None
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
-        info = json.loads((self.dir / "state.json").read_text())
+        with safe_open(str(self.dir / "state.safetensors"), framework="pt") as f:
+            stored = (f.metadata() or {}).get("state")
+        if stored is None and not (self.dir / "state.json").exists():
+            return None
+        info = json.loads(stored if stored is not None else (self.dir / "state.json").read_text())
         if info.get("config") != self.meta["config"] or info.get("data") != self.meta["data"]:
             raise ProtectionError(
                 f"checkpoint_dir={str(self.dir)!r} holds a run with other options or other data; "
@@ -153,11 +161,13 @@ class _Checkpoint:
 
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".state-", dir=self.dir))
+        state = json.dumps({**self.meta, **progress}, indent=1)
         try:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
-            (tmp / "state.json").write_text(json.dumps({**self.meta, **progress}, indent=1))
-            os.replace(tmp / "state.safetensors", self.dir / "state.safetensors")
-            os.replace(tmp / "state.json", self.dir / "state.json")  # last: marks the pair complete
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"),
+                      metadata={"state": state})
+            (tmp / "state.json").write_text(state)
+            os.replace(tmp / "state.safetensors", self.dir / "state.safetensors")  # the one atomic step
+            os.replace(tmp / "state.json", self.dir / "state.json")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -192,7 +202,12 @@ class ErrorMinimizing(SurrogateMethod):
     name = "em"
     config_class = EMConfig
     uses_labels = True
-    splits_across_processes = True    # sample-wise only: class-wise noise updates feed each other in order
+    splits_across_processes = True
+
+    @classmethod
+    def splits(cls, config) -> bool:
+        """Sample-wise only: class-wise noise updates feed each other in order."""
+        return cls.splits_across_processes and config.mode == "samplewise"
 
     # -- per-batch form -----------------------------------------------------------------------------------------
     @property
@@ -238,11 +253,8 @@ class ErrorMinimizing(SurrogateMethod):
 
         cfg = self.config
         images, labels = self._craft_inputs(data)
-        if launched_processes() > 1 and (cfg.mode != "samplewise" or not type(self).splits_across_processes):
-            raise ProtectionError(
-                f"{self.name} {cfg.mode}'s craft runs in one process (each noise update feeds the next), but this "
-                f"one was started as 1 of {launched_processes()}; run it as a plain process, or craft em "
-                "sample-wise.")
+        if launched_processes() > 1 and not self.splits(cfg):   # craft() checks first, before reading the data
+            raise ProtectionError(f"{self.name} {cfg.mode}'s craft runs in one process; run it as a plain process.")
         group = process_group()
         dev = group.device or device()
         num_classes = data.num_classes
@@ -272,6 +284,7 @@ class ErrorMinimizing(SurrogateMethod):
             _restore_trainer(trainer, tensors)
             start_iter, cursor, history = info["iteration"], info["cursor"], info["history"]
             logger.info("resuming EM from %s at round %d", checkpoint_dir, start_iter)
+        group.agree("the round to resume at", start_iter)
 
         def batch_of(start: int) -> np.ndarray:
             return rows[np.arange(start, start + bs) % n_rows]
@@ -286,6 +299,7 @@ class ErrorMinimizing(SurrogateMethod):
         bar = tqdm(total=cfg.max_iters, initial=start_iter, desc=f"{self.name} {cfg.mode} min-min", unit="round",
                    disable=not group.is_main)
         it = start_iter
+        noise_batches = 0     # noise batches this process updated (its share of the work)
         while not done and it < cfg.max_iters:
             # (a) M surrogate steps on perturbed data, continuing through the data in a fixed order
             losses = []
@@ -293,16 +307,18 @@ class ErrorMinimizing(SurrogateMethod):
                 x, y = perturbed(batch_of(cursor))
                 cursor = (cursor + bs) % n_rows
                 losses.append(self._surrogate_step(trainer, x, y, history))
+            # every process trained the same surrogate; take the main one's (GPU training drifts apart)
+            group.same_as_main(list(trainer.model.parameters()) + list(trainer.model.buffers())
+                               + [trainer.opt.state[q]["momentum_buffer"] for q in trainer.opt.param_groups[0]["params"]
+                                  if "momentum_buffer" in trainer.opt.state.get(q, {})])
             # (b) noise update over every row (sample-wise) or the subset (class-wise), surrogate frozen. Across
             # processes (sample-wise) each takes its share of the noise batches; every process trains the same
             # surrogate in (a), so the rows are summed back and the next round starts equal everywhere
             model = trainer.model
             starts = list(range(0, n_rows, nbs))
             mine = [starts[i] for i in group.mine(starts)]
-            if group.size > 1 and it == start_iter:
-                logger.info("%s: process %d of %d updates %d of the %d noise batches of each round", self.name,
-                            group.rank, group.size, len(mine), len(starts))
             for s in mine:
+                noise_batches += 1
                 idx = rows[s:s + nbs]
                 x = to_float(images[idx], dev)
                 y = labels[idx].to(dev)
@@ -338,6 +354,9 @@ class ErrorMinimizing(SurrogateMethod):
             bar.set_postfix(error=f"{error:.4f}")
             done = stopped
         bar.close()
+        if group.size > 1:
+            logger.info("%s: process %d of %d updated %d noise batches in %d rounds", self.name, group.rank,
+                        group.size, noise_batches, it - start_iter)
         if not done:
             logger.warning("%s stopped at max_iters=%d with surrogate error %.4f (target < %.4f)", self.name, cfg.max_iters,
                            history[-1]["error"] if history else float("nan"), cfg.stop_error)

@@ -201,6 +201,20 @@ def test_checkpoint_resume_after_interruption(ds, tmp_path, monkeypatch):
     np.testing.assert_array_equal(again.steps, full.steps)
 
 
+def test_checkpoint_killed_between_its_two_files_resumes_from_the_tensors(ds, tmp_path):
+    """The progress lives in state.safetensors' own metadata: a kill after its rename but before state.json's
+    (simulated by putting back the previous state.json) resumes at the round the tensors belong to."""
+    full = _craft_ckpt(ds, tmp_path / "full", max_iters=3)
+    ck = tmp_path / "ck"
+    _craft_ckpt(ds, ck, max_iters=1, min_iters=1)
+    stale = (ck / "state.json").read_text()
+    _craft_ckpt(ds, ck, max_iters=2, min_iters=1)
+    (ck / "state.json").write_text(stale)                  # the tensors say round 2, the JSON round 1
+    resumed = _craft_ckpt(ds, ck, max_iters=3)
+    assert resumed.config.stats["history"] == full.config.stats["history"]
+    np.testing.assert_array_equal(resumed.steps, full.steps)
+
+
 def test_checkpoint_extends_with_more_rounds(ds, tmp_path):
     two = _craft_ckpt(ds, tmp_path / "ck", min_iters=1, max_iters=2)
     three = _craft_ckpt(ds, tmp_path / "ck", min_iters=1, max_iters=3)
