@@ -53,12 +53,11 @@ def run_craft(method: str, processes: int, data: Path, out: Path, options: dict,
         raise SystemExit(f"craft with {processes} processes failed:\n{done.stderr[-3000:]}")
     seconds = float(re.search(r"crafted in ([0-9.]+) s", done.stderr).group(1))
     peak = int(re.search(r"peak_rss_kb (\d+)", done.stderr).group(1))
-    shares = re.findall(r"process (\d+) of \d+ (?:ascends|updates) (\d+) of the (\d+) (?:minibatches|noise batches)",
-                        done.stderr)
+    shares = re.findall(r"process (\d+) of \d+ (?:ascended|updated) (\d+) (?:minibatches|noise batches) in", done.stderr)
     return {"processes": processes, "threads_per_process": threads or (1 if processes > 1 else os.cpu_count()),
             "craft_seconds": round(seconds, 1), "wall_seconds": round(wall, 1),
             "peak_rss_gb_per_process": round(peak / 2**20, 2),
-            "minibatches_per_process": {int(r): int(n) for r, n, _ in shares} or None}
+            "minibatches_per_process": {int(r): int(n) for r, n in shares} or None}
 
 
 def to_markdown(res: dict) -> str:
@@ -66,7 +65,7 @@ def to_markdown(res: dict) -> str:
              f"{res['rows']} rows of {res['data']}, options {json.dumps(res['options'])}; {res['machine']}; "
              f"{res['date']}. Images/s = rows x {res['sweeps']} / craft seconds.", "",
              "| processes × threads | craft s | images/s (per pass or round) | speed-up | wall s (with start-up) | "
-             "peak RSS per process | minibatches per process | elements ≠ 1 × all threads | ≠ 1 × 1 thread |",
+             "peak RSS per process | (mini)batches done per process | elements ≠ 1 × all threads | ≠ 1 × 1 thread |",
              "|---|---|---|---|---|---|---|---|---|"]
     base = res["runs"][0]["craft_seconds"]
     for r in res["runs"]:
