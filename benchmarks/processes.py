@@ -18,6 +18,7 @@ Writes benchmarks/results/processes[-em].json and .md; crafted noise goes to --w
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -96,22 +97,18 @@ def main(argv=None) -> int:
         raise SystemExit("--processes must start with 1: the single process is the baseline")
 
     from hf_unlearnable import load_noise
+    from hf_unlearnable.cli import parse_options
     from hf_unlearnable.data import load_cifar10, per_class_rows
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     train = load_cifar10("train", args.data)
     rows = train.select(per_class_rows(train["label"], 0, args.per_class))
-    data = work / f"data-{args.per_class}"
+    data = work / f"data-{hashlib.sha1(str(Path(args.data).resolve()).encode()).hexdigest()[:8]}-{args.per_class}"
     if not data.exists():
         rows.save_to_disk(str(data))
     options = {"passes": 2} if args.method == "bayes" else {"mode": "samplewise", "max_iters": 2, "min_iters": 2}
-    for item in args.option:
-        key, _, value = item.partition("=")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
+    options.update(parse_options(args.option))     # the CLI's own reading of --option KEY=VALUE
     sweeps = options["passes"] if args.method == "bayes" else options["max_iters"]
     res = {"method": args.method, "data": args.data, "rows": len(rows), "options": options, "sweeps": sweeps,
            "date": time.strftime("%Y-%m-%d"),
