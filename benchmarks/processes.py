@@ -54,7 +54,8 @@ def run_craft(method: str, processes: int, data: Path, out: Path, options: dict,
         raise SystemExit(f"craft with {processes} processes failed:\n{done.stderr[-3000:]}")
     seconds = float(re.search(r"crafted in ([0-9.]+) s", done.stderr).group(1))
     peak = int(re.search(r"peak_rss_kb (\d+)", done.stderr).group(1))
-    shares = re.findall(r"process (\d+) of \d+ (?:ascended|updated) (\d+) (?:minibatches|noise batches) in", done.stderr)
+    shares = re.findall(r"process (\d+) of \d+ (?:ascended|updated) (\d+) (?:minibatches|noise batches) in",
+                        done.stderr)
     return {"processes": processes, "threads_per_process": threads or (1 if processes > 1 else os.cpu_count()),
             "craft_seconds": round(seconds, 1), "wall_seconds": round(wall, 1),
             "peak_rss_gb_per_process": round(peak / 2**20, 2),
@@ -66,12 +67,14 @@ def to_markdown(res: dict) -> str:
              f"{res['rows']} rows of {res['data']}, options {json.dumps(res['options'])}; {res['machine']}; "
              f"{res['date']}. Images/s = rows x {res['sweeps']} / craft seconds.", "",
              "| processes × threads | craft s | images/s (per pass or round) | speed-up | wall s (with start-up) | "
-             "peak RSS per process | (mini)batches done per process | elements ≠ 1 × all threads | ≠ 1 × 1 thread |",
+             "peak RSS per process | (mini)batches done per process | elements ≠ 1 × all threads | "
+             "≠ 1 × 1 thread |",
              "|---|---|---|---|---|---|---|---|---|"]
     base = res["runs"][0]["craft_seconds"]
     for r in res["runs"]:
         share = r["minibatches_per_process"]
-        lines.append(f"| {r['processes']} × {r['threads_per_process']} | {r['craft_seconds']} | {r['images_per_second']:.1f} | "
+        lines.append(f"| {r['processes']} × {r['threads_per_process']} | {r['craft_seconds']} | "
+                     f"{r['images_per_second']:.1f} | "
                      f"{base / r['craft_seconds']:.2f}× | {r['wall_seconds']} | {r['peak_rss_gb_per_process']} GB | "
                      f"{' / '.join(str(share[k]) for k in sorted(share)) if share else 'all'} | "
                      f"{r['differ_from_first']} | {r.get('differ_from_one_thread', '–')} |")

@@ -70,8 +70,8 @@ try:
     agreed = True
 except ValueError as exc:
     agreed = str(exc)
-result = {"rank": g.rank, "size": g.size, "rows": rows.tolist(), "largest": float(g.largest(torch.tensor(3.0 - g.rank))),
-          "weight": model.weight.tolist(), "agreed": agreed}
+result = {"rank": g.rank, "size": g.size, "rows": rows.tolist(), "weight": model.weight.tolist(), "agreed": agreed,
+          "largest": float(g.largest(torch.tensor(3.0 - g.rank)))}
 with open(f"{sys.argv[1]}/rank{g.rank}.json", "w") as f:   # one file each: the two stdouts share one pipe
     json.dump(result, f)
 g.close()
