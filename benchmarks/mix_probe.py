@@ -12,7 +12,8 @@ seeded 70 % of per-class rows 2200..4999, rows the benchmark never uses).
 
 Poisons (--method):
   targeted   PGD toward a target class per label (y+1, or with {"confused": true} each class's most-confused other
-             class under the surrogates' softmax), averaged over --draws crop+flips, an ensemble of --k surrogates;
+             class under the surrogates' softmax; {"random_targets": true}: a seeded random other class per row),
+             averaged over --draws crop+flips, an ensemble of --k surrogates;
              {"lowres": 8} optimises an 8x8 perturbation upsampled bilinearly (low frequency); {"trajectory": [1, 3]}
              adds snapshots of a victim-like run per member after those epochs (the victim's early states)
   refresh    targeted, then {"rounds": R} - 1 times: train a fresh surrogate on (current poisons + as many disjoint
@@ -183,7 +184,7 @@ def confused_map(nets, x_u8, y) -> torch.Tensor:
 
 
 def craft_targeted(nets, x_u8, y, steps=20, draws=2, step=None, seed=0, batch=500, lowres=0, tmap=None, init=None,
-                   eps=8):
+                   eps=8, row_targets=None):
     """Signed PGD (step eps/8) toward tmap[y] (default y+1) on the summed CE of the nets, over crop+flip draws;
     eps in /255 (the library's 8 by default; larger only to see what budget a hurting poison would need)."""
     from hf_unlearnable.training import autocast, crop_flip
@@ -196,6 +197,8 @@ def craft_targeted(nets, x_u8, y, steps=20, draws=2, step=None, seed=0, batch=50
         x = x_u8[s:s + batch].float() / 255
         yy = y[s:s + batch]
         t = (yy + 1) % 10 if tmap is None else tmap[yy]
+        if row_targets is not None:          # a target per row: no class-consistent direction to learn
+            t = row_targets[s:s + batch]
         eta = torch.zeros(len(x), 3, lowres, lowres) if lowres else torch.zeros_like(x)
         if init is not None:
             eta = init[s:s + batch].clone()
@@ -344,6 +347,9 @@ def run(args) -> dict:
                                   + ([args.victim_seed] if args.victim_seed else []),
                                   sort_keys=True).encode()).hexdigest()[:10]
     poison_file = cache / f"poison-{key}.safetensors"
+    if extra.pop("random_targets", False):       # each row toward a seeded random other class
+        g = torch.Generator().manual_seed(11)
+        extra["row_targets"] = (ys + torch.randint(1, 10, ys.shape, generator=g)) % 10
     t1 = time.time()
     delta = None
     if poison_file.exists():
@@ -386,14 +392,17 @@ def run(args) -> dict:
         p = predict(reader, xq)
         res["reader_own_class"] = float((p == ys).float().mean())
         res["reader_y_plus_1"] = float((p == (ys + 1) % 10).float().mean())
-        if tmap is not None:
+        if extra.get("row_targets") is not None:
+            res["reader_target"] = float((p == extra["row_targets"]).float().mean())
+        elif tmap is not None:
             res["reader_target"] = float((p == tmap[ys]).float().mean())
     if delta is not None:
         save_file({"x": xq}, str(poison_file))
         res["poison_file"] = poison_file.name
     net = train_net(cache, images, labels, args.victim_seed, args.victim_epochs, trace=res.setdefault("trace", []),
                     watch=(d["vx"], d["vy"], images[chosen], labels[chosen],
-                           tmap[labels[chosen]] if tmap is not None else (labels[chosen] + 1) % 10))
+                           extra["row_targets"] if extra.get("row_targets") is not None
+                           else tmap[labels[chosen]] if tmap is not None else (labels[chosen] + 1) % 10))
     res["mix"] = accuracy(net, d["vx"], d["vy"])
     res["mix_minus_control"] = res["mix"] - res["control"]
     res["seconds"] = round(time.time() - t0, 1)
