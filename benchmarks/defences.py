@@ -21,8 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from efficacy import run_job  # noqa: E402  (one crafting-job runner: time + peak RSS)
-from mixing import VARIANTS, data_arguments, load_split  # noqa: E402  (the same rows and crafted sets)
+from mixing import VARIANTS, craft_variant, data_arguments, load_split  # noqa: E402  (the same rows, crafted sets)
 
 # the efficacy benchmark's EM class-wise job (same options, so --work folders are shared) and PUE's robust
 # class-wise noise with the certify benchmark's 10 rounds
@@ -77,11 +76,7 @@ def main(argv=None) -> int:
 
     jobs, table = [], {}
     for name in args.variants:
-        method, how, options = METHODS[name]
-        res = run_job({"name": name, "method": method, "how": how, "options": {"seed": args.seed, **options},
-                       "data": args.data, "per_class": args.per_class, "out": str(work / name)})
-        print(json.dumps(res), flush=True)
-        jobs.append(res)
+        jobs.append(craft_variant(name, METHODS, args, work))
         table[name] = victims(name, datasets.load_from_disk(str(work / name)))
 
     result = {"benchmark": "defences", "split": args.split, "evaluation_rows": len(evaluation),

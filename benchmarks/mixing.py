@@ -117,6 +117,15 @@ def data_arguments(doc: str) -> argparse.ArgumentParser:
     return ap
 
 
+def craft_variant(name: str, variants: dict, args: argparse.Namespace, work: Path) -> dict:
+    """Craft (or reuse, when finished before) one variant's protected rows under work/<name>; its job record."""
+    method, how, options = variants[name]
+    res = run_job({"name": name, "method": method, "how": how, "options": {"seed": args.seed, **options},
+                   "data": args.data, "per_class": args.per_class, "out": str(work / name)})
+    print(json.dumps(res), flush=True)
+    return res
+
+
 def main(argv=None) -> int:
     ap = data_arguments(__doc__)
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.2, 0.5, 0.8, 1.0])
@@ -147,13 +156,7 @@ def main(argv=None) -> int:
     train, evaluation = load_split(args.data, args.per_class, args.split, args.val_per_class, args.test or None)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    jobs = []
-    for name in args.variants:
-        method, how, options = VARIANTS[name]
-        res = run_job({"name": name, "method": method, "how": how, "options": {"seed": args.seed, **options},
-                       "data": args.data, "per_class": args.per_class, "out": str(work / name)})
-        print(json.dumps(res), flush=True)
-        jobs.append(res)
+    jobs = [craft_variant(name, VARIANTS, args, work) for name in args.variants]
 
     victim_seed = args.seed if args.victim_seed is None else args.victim_seed
     cache = work / (f"mixing-{args.split}-e{args.epochs}-s{args.seed}{'-noaug' if args.no_augment else ''}"
