@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._data import load_labelled
-from ._distributed import launched_processes
-from .errors import ProtectionError
-from .methods import METHODS, get_method
+from .methods import get_method
 from .noise import Noise
 
 
@@ -26,14 +24,7 @@ def craft(dataset: Any, method: str, *, epsilon: float = 8 / 255, seed: int = 0,
     """
     cls = get_method(method)
     cfg = cls.config_class.from_options(method, epsilon=epsilon, seed=seed, **options)
-    processes = launched_processes()
-    if processes > 1 and not cls.splits(cfg):   # before reading the data, before torch.distributed
-        mode = f" {cfg.mode}" if getattr(cfg, "mode", None) else ""
-        splitting = ", ".join(sorted(n for n, c in METHODS.items() if c.splits_across_processes))
-        raise ProtectionError(
-            f"{method}{mode}'s craft runs in one process, but this one was started as 1 of {processes} (WORLD_SIZE="
-            f"{processes}, from accelerate launch or torchrun); run it as a plain process. Crafts that split across "
-            f"processes: {splitting} (em sample-wise only).")
+    cls.check_processes(cfg)      # before reading the data, before torch.distributed
     data = load_labelled(dataset, image_column=image_column, label_column=label_column, id_column=id_column,
                          need_label=cls.uses_labels, desc=f"Reading images for {method}")
     return cls(cfg).craft(data, checkpoint_dir=checkpoint_dir)

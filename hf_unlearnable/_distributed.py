@@ -85,7 +85,6 @@ class ProcessGroup:
                 f"the {self.size} processes disagree on {what} ({-neg_low} to {high}): each one read its own "
                 "checkpoint_dir; give every process the same (shared) folder, or a fresh one.")
 
-
     def close(self) -> None:
         """Wait for every process, then take the process group down: a gloo process that exits while a peer
         still holds the connection can abort at interpreter exit (seen here as a SIGABRT on CPU)."""
@@ -96,6 +95,11 @@ class ProcessGroup:
         if dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
+
+
+def rows_of(batches: list[np.ndarray], which: list[int]) -> np.ndarray:
+    """The rows of the batches numbered `which` (what a process changed, for `share_rows`)."""
+    return np.concatenate([batches[b] for b in which]) if which else np.zeros(0, dtype=np.int64)
 
 
 def launched_processes() -> int:

@@ -96,6 +96,22 @@ class Method:
         """Whether craft() with this config splits across processes (a method may split only some forms)."""
         return cls.splits_across_processes
 
+    @classmethod
+    def check_processes(cls, config: MethodConfig) -> None:
+        """Refuse to craft as one of several launched processes unless this craft splits across them (each process
+        would otherwise redo all the work, or mix rows it does not own)."""
+        from .._distributed import launched_processes
+        from . import METHODS
+
+        processes = launched_processes()
+        if processes > 1 and not cls.splits(config):
+            mode = f" {config.mode}" if getattr(config, "mode", None) else ""
+            splitting = ", ".join(sorted(n for n, c in METHODS.items() if c.splits_across_processes))
+            raise ProtectionError(
+                f"{cls.name}{mode}'s craft runs in one process, but this one was started as 1 of {processes} "
+                f"(WORLD_SIZE={processes}, from accelerate launch or torchrun); run it as a plain process. Crafts "
+                f"that split across processes: {splitting} (em sample-wise only).")
+
     def __init__(self, config: MethodConfig | None = None, **options: Any):
         if config is None:
             config = self.config_class.from_options(self.name, **options)

@@ -219,10 +219,6 @@ def _l1_rows(g: torch.Tensor) -> torch.Tensor:
     return g / g.flatten(1).abs().sum(1).clamp_min(1e-20).view(-1, *[1] * (g.ndim - 1))
 
 
-def _rows_of(batches: list[np.ndarray], which: list[int]) -> np.ndarray:
-    return np.concatenate([batches[b] for b in which]) if which else np.zeros(0, dtype=np.int64)
-
-
 def stratified_batches(labels: np.ndarray, size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """A random partition of all rows into batches of about `size` with every class in proportion."""
     keys = np.empty(len(labels))
@@ -408,7 +404,7 @@ class BayesErrorOptimisation(SurrogateMethod):
     def _craft(self, data, checkpoint_dir=None):
         from tqdm.auto import tqdm
 
-        from .._distributed import process_group
+        from .._distributed import process_group, rows_of
         from ..noise import Noise
         from ..training import device, to_float
 
@@ -459,15 +455,17 @@ class BayesErrorOptimisation(SurrogateMethod):
         for p in range(start, cfg.passes):
             if cfg.refresh_every and p > 0 and p % cfg.refresh_every == 0:
                 model = self._fresh_surrogate(images, delta, labels, num_classes, cfg.seed + p).to(dev)
-                group.same_as_main(list(model.parameters()) + list(model.buffers()))
+                group.same_as_main(list(model.state_dict().values()))
             for q in model.parameters():
                 q.requires_grad_(False)
             model.eval()
             with torch.no_grad():   # the global max-abs: each process takes its chunks, the largest wins
                 starts = list(range(0, len(images), 1000))
-                scale = group.largest(torch.stack([torch.zeros((), device=dev)] + [feature_scale(model.features(
+                local = [feature_scale(model.features(
                     (to_float(images[s:s + 1000], dev) + delta[s:s + 1000].to(dev)).clamp(0, 1)))
-                    for s in (starts[i] for i in group.mine(starts))]).max()).clamp_min(1e-12)
+                    for s in (starts[i] for i in group.mine(starts))]
+                scale = group.largest(torch.stack(local).max() if local else torch.zeros((), device=dev))
+                scale = scale.clamp_min(1e-12)
             rng = np.random.default_rng([cfg.seed, p])
             # with clean anchors, at least two minibatches: each one's anchors are the next one's clean rows (never
             # a row's own clean twin, which a mix does not hold beside it)
@@ -497,7 +495,7 @@ class BayesErrorOptimisation(SurrogateMethod):
                     x_adv = x_adv.detach() + cfg.step_size * grad.sign()
                     x_adv = (x + (x_adv - x).clamp(-cfg.epsilon, cfg.epsilon)).clamp(0, 1)
                 delta[idx] = (x_adv - x).detach().cpu()
-            group.share_rows(delta, _rows_of(batches, mine), _rows_of(batches, ascended))
+            group.share_rows(delta, rows_of(batches, mine), rows_of(batches, ascended))
             group.share_rows(values, np.asarray(mine, dtype=int), np.asarray(ascended, dtype=int))
             history.append({"pass": p + 1,
                             "minibatch_estimate": float(values[ascended].mean()) if ascended else None,

@@ -246,15 +246,14 @@ class ErrorMinimizing(SurrogateMethod):
     def craft(self, data, checkpoint_dir=None):
         from tqdm.auto import tqdm
 
-        from .._distributed import launched_processes, process_group
+        from .._distributed import process_group, rows_of
         from ..noise import Noise
         from ..surrogates.nets import build
         from ..training import StepTrainer, autocast, device, memory_format, to_float
 
         cfg = self.config
         images, labels = self._craft_inputs(data)
-        if launched_processes() > 1 and not self.splits(cfg):   # craft() checks first, before reading the data
-            raise ProtectionError(f"{self.name} {cfg.mode}'s craft runs in one process; run it as a plain process.")
+        self.check_processes(cfg)     # craft() checked already, before reading the data; direct callers here
         group = process_group()
         dev = group.device or device()
         num_classes = data.num_classes
@@ -308,18 +307,16 @@ class ErrorMinimizing(SurrogateMethod):
                 cursor = (cursor + bs) % n_rows
                 losses.append(self._surrogate_step(trainer, x, y, history))
             # every process trained the same surrogate; take the main one's (GPU training drifts apart)
-            group.same_as_main(list(trainer.model.parameters()) + list(trainer.model.buffers())
-                               + [trainer.opt.state[q]["momentum_buffer"] for q in trainer.opt.param_groups[0]["params"]
-                                  if "momentum_buffer" in trainer.opt.state.get(q, {})])
+            group.same_as_main(list(_trainer_tensors(trainer).values()))
             # (b) noise update over every row (sample-wise) or the subset (class-wise), surrogate frozen. Across
             # processes (sample-wise) each takes its share of the noise batches; every process trains the same
             # surrogate in (a), so the rows are summed back and the next round starts equal everywhere
             model = trainer.model
-            starts = list(range(0, n_rows, nbs))
-            mine = [starts[i] for i in group.mine(starts)]
-            for s in mine:
+            batches = [rows[s:s + nbs] for s in range(0, n_rows, nbs)]
+            mine = group.mine(batches)
+            for i in mine:
                 noise_batches += 1
-                idx = rows[s:s + nbs]
+                idx = batches[i]
                 x = to_float(images[idx], dev)
                 y = labels[idx].to(dev)
                 if cfg.mode == "samplewise":
@@ -327,9 +324,7 @@ class ErrorMinimizing(SurrogateMethod):
                 else:
                     eta = self._noise_step(model, x, y, delta[labels[idx]].to(dev), history)
                     delta = classwise_average(eta.cpu(), labels[idx], delta, cfg.epsilon)
-            if group.size > 1:
-                group.share_rows(delta, np.concatenate([rows[s:s + nbs] for s in mine]) if mine
-                                 else np.zeros(0, dtype=np.int64), rows)
+            group.share_rows(delta, rows_of(batches, mine), rows)
             # (c) the surrogate's error on the perturbed rows (eval mode, no augmentation: §6.7), each process
             # counting its chunks
             chunks = list(range(0, n_rows, 1000))
