@@ -84,6 +84,10 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     # the victim-like ensemble?
     "bayes-craft-nearest-targeted8": ("bayes", "craft", {"target": "nearest", "targeted_weight": 8.0}),
     "bayes-craft-nearest-targeted4": ("bayes", "craft", {"target": "nearest", "targeted_weight": 4.0}),
+    # craft's defaults as they stand (the surrogate pass in bf16 where the CPU has it natively), and the same in
+    # fp32 (the default until bf16 came in): speed and effect of the precision, in one run
+    "bayes-craft-defaults": ("bayes", "craft", {}),
+    "bayes-craft-defaults-fp32": ("bayes", "craft", {"bf16": False}),
     "em-samplewise": ("em", "craft", {"mode": "samplewise", "min_iters": 10, "max_iters": 12}),
 }
 DEFAULT_VARIANTS = ["bayes-batch", "bayes-craft", "em-samplewise"]

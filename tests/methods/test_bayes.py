@@ -124,7 +124,7 @@ def test_config_defaults_and_validation():
 
 def test_ascent_raises_the_estimate_and_stays_in_the_box():
     """Four colour-coded classes the bundled surrogate separates well (estimate ~0): ascent pulls them together."""
-    from hf_unlearnable.methods.bayes import _features, feature_scale
+    from hf_unlearnable.methods.bayes import _surrogate_outputs as _features, feature_scale
 
     method = BayesErrorOptimisation(steps=10)
     g = np.random.default_rng(0)
@@ -145,6 +145,32 @@ def test_ascent_raises_the_estimate_and_stays_in_the_box():
         before = float(bayes_error(_features(model, x, 64) / scale, torch.tensor(labels), 4))
         after = float(bayes_error(_features(model, x_adv, 64) / scale, torch.tensor(labels), 4))
     assert after > before + 0.05
+
+
+def test_bf16_surrogate_pass_is_close_to_fp32_and_leaves_the_surrogate_alone():
+    """The ascent's bf16 surrogate pass (where the hardware runs bf16 natively; fp32 elsewhere) returns fp32
+    outputs close to the fp32 ones, gradients of the same direction, and never converts the (shared) surrogate."""
+    from hf_unlearnable.methods.bayes import _surrogate_outputs
+
+    model = BayesErrorOptimisation().surrogate.eval()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(24, 3, 32, 32, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    grads = {}
+    for bf16 in (False, True):
+        for logits in (False, True):
+            out = _surrogate_outputs(model, x, 10, bf16, logits=logits)
+            assert out.dtype == torch.float32 and out.shape == (24, 10 if logits else model.model.feature_dim)
+            grads[bf16, logits] = torch.autograd.grad(out.pow(2).sum(), x)[0]
+            if bf16:
+                ref = _surrogate_outputs(model, x, 10, False, logits=logits)
+                assert (out - ref).norm() <= 0.05 * ref.norm()
+    for logits in (False, True):
+        a, b = grads[False, logits].flatten(), grads[True, logits].flatten()
+        assert float(a @ b / (a.norm() * b.norm())) > 0.9
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    assert all(p.is_contiguous() for p in model.parameters())
+    with pytest.raises(ProtectionError, match="bf16"):
+        BayesConfig.from_options("bayes", bf16="yes")
 
 
 def test_single_class_batch_is_refused_with_the_fix(tiny_surrogate_dir):
@@ -190,7 +216,7 @@ def test_clean_anchors_are_craft_only_and_need_two_minibatches(tiny_ds, tiny_sur
 
 def test_clean_anchors_are_fixed_points_of_the_estimate():
     """Anchors change the objective (the union's estimate) but never move: only the minibatch gets a gradient."""
-    from hf_unlearnable.methods.bayes import _features, feature_scale
+    from hf_unlearnable.methods.bayes import _surrogate_outputs as _features, feature_scale
 
     method = BayesErrorOptimisation()
     g = torch.Generator().manual_seed(0)
@@ -205,7 +231,8 @@ def test_clean_anchors_are_fixed_points_of_the_estimate():
     grad, value = method._ascent_direction(model, x, y, 10, scale, anchors=(xa, y.flip(0)))
     assert grad.shape == x.shape and torch.equal(xa, xa_before)
     assert value != pytest.approx(plain) and not torch.allclose(grad, plain_grad)
-    z = torch.cat([_features(model, x, 64), _features(model, xa, 64)]) / scale
+    bf16 = method.config.bf16          # the ascent's surrogate pass (bf16 where the CPU has it natively)
+    z = torch.cat([_features(model, x, 64, bf16), _features(model, xa, 64, bf16)]) / scale
     assert value == pytest.approx(float(bayes_error(z, torch.cat([y, y.flip(0)]), 10)), rel=1e-5)
 
 
