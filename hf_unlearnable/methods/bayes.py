@@ -446,8 +446,8 @@ class BayesErrorOptimisation(SurrogateMethod):
                                                  for s in range(0, len(images), 1000)]))
         self._choose_targets(reference, (to_float(images[s:s + 1000], dev) for s in range(0, len(images), 1000)),
                              labels, num_classes)
-        # "draws": augmentation streams per pass and minibatch since 0.x; a checkpoint with per-pass streams would
-        # resume into other bytes, so it is refused as "other options"
+        # "draws": augmentation streams per pass and minibatch (earlier checkpoints had one stream per pass and would
+        # resume into other bytes, so they are refused as "other options")
         ckpt = _Checkpoint(checkpoint_dir, {"method": self.name, "draws": "per-minibatch",
                                             **{k: v for k, v in cfg.to_dict().items() if k != "passes"}},
                            _fingerprint(data.ids, data.labels))

@@ -124,7 +124,7 @@ def test_config_defaults_and_validation():
 
 def test_ascent_raises_the_estimate_and_stays_in_the_box():
     """Four colour-coded classes the bundled surrogate separates well (estimate ~0): ascent pulls them together."""
-    from hf_unlearnable.methods.bayes import _surrogate_outputs as _features, feature_scale
+    from hf_unlearnable.methods.bayes import _surrogate_outputs, feature_scale
 
     method = BayesErrorOptimisation(steps=10)
     g = np.random.default_rng(0)
@@ -141,9 +141,9 @@ def test_ascent_raises_the_estimate_and_stays_in_the_box():
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     x_adv = (x + torch.from_numpy(delta).permute(0, 3, 1, 2)).clamp(0, 1)
     with torch.no_grad():
-        scale = feature_scale(_features(model, x, 64))
-        before = float(bayes_error(_features(model, x, 64) / scale, torch.tensor(labels), 4))
-        after = float(bayes_error(_features(model, x_adv, 64) / scale, torch.tensor(labels), 4))
+        scale = feature_scale(_surrogate_outputs(model, x, 64))
+        before = float(bayes_error(_surrogate_outputs(model, x, 64) / scale, torch.tensor(labels), 4))
+        after = float(bayes_error(_surrogate_outputs(model, x_adv, 64) / scale, torch.tensor(labels), 4))
     assert after > before + 0.05
 
 
@@ -216,7 +216,7 @@ def test_clean_anchors_are_craft_only_and_need_two_minibatches(tiny_ds, tiny_sur
 
 def test_clean_anchors_are_fixed_points_of_the_estimate():
     """Anchors change the objective (the union's estimate) but never move: only the minibatch gets a gradient."""
-    from hf_unlearnable.methods.bayes import _surrogate_outputs as _features, feature_scale
+    from hf_unlearnable.methods.bayes import _surrogate_outputs, feature_scale
 
     method = BayesErrorOptimisation()
     g = torch.Generator().manual_seed(0)
@@ -225,14 +225,14 @@ def test_clean_anchors_are_fixed_points_of_the_estimate():
     model = method.surrogate.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    scale = feature_scale(_features(model, x, 64))
+    scale = feature_scale(_surrogate_outputs(model, x, 64))
     xa_before = xa.clone()
     plain_grad, plain = method._ascent_direction(model, x, y, 10, scale)
     grad, value = method._ascent_direction(model, x, y, 10, scale, anchors=(xa, y.flip(0)))
     assert grad.shape == x.shape and torch.equal(xa, xa_before)
     assert value != pytest.approx(plain) and not torch.allclose(grad, plain_grad)
     bf16 = method.config.bf16          # the ascent's surrogate pass (bf16 where the CPU has it natively)
-    z = torch.cat([_features(model, x, 64, bf16), _features(model, xa, 64, bf16)]) / scale
+    z = torch.cat([_surrogate_outputs(model, x, 64, bf16), _surrogate_outputs(model, xa, 64, bf16)]) / scale
     assert value == pytest.approx(float(bayes_error(z, torch.cat([y, y.flip(0)]), 10)), rel=1e-5)
 
 
