@@ -65,6 +65,11 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     # the default craft against a slightly robust surrogate (fast adversarial training at 2/255 on 20k rows the
     # benchmark never uses); train it first: see hub_scripts/train_surrogate.py
     "bayes-craft-robust2": ("bayes", "craft", {"surrogate": str(ROOT / "runs" / "surrogates" / "robust2")}),
+    # a surrogate of the victim's family (ResNet-18 at half width, 6 epochs on per-class rows 2200..4999, which the
+    # benchmark never uses; hub_scripts/train_surrogate.py --arch resnet18 --width 32), 10 passes: a ResNet surrogate
+    # costs ten times the ConvNet's per pass
+    "bayes-craft-resnet-surrogate": ("bayes", "craft", {"passes": 10,
+                                                        "surrogate": str(ROOT / "runs" / "surrogates" / "resnet18w32")}),
     # ... and against both at once (SurrogateEnsemble: averaged logits, features side by side): 2x the cost
     "bayes-craft-ensemble": ("bayes", "craft", {"surrogate": ["default", str(ROOT / "runs" / "surrogates" /
                                                                          "robust2")]}),
@@ -142,6 +147,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-augment", action="store_true",
                     help="victims train without crop+flip, as the BEO authors' protocol (methods.md §1.6); results "
                          "go to mixing[-val]-noaug.*")
+    ap.add_argument("--victim", default=None, metavar="ARCH[:WIDTH]",
+                    help="victim architecture instead of evaluate's auto choice, trained the same way (e.g. "
+                         "resnet18:32, a ResNet-18 at half width); results go to mixing[-val]-ARCHwWIDTH.*")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--suffix", default="", help="results go to mixing[-val]...-SUFFIX.* (another table beside the "
                                                  "main one, e.g. for a few new variants)")
@@ -156,6 +164,11 @@ def main(argv=None) -> int:
 
     victim = VictimConfig.auto(args.epochs)
     victim.train.augment = not args.no_augment
+    arch_tag = ""
+    if args.victim:
+        arch, _, width = args.victim.partition(":")
+        victim = VictimConfig(arch, int(width) if width else (64 if arch == "resnet18" else None), victim.train)
+        arch_tag = f"-{arch}" + (f"w{width}" if width else "")
 
     train, evaluation = load_split(args.data, args.per_class, args.split, args.val_per_class, args.test or None)
     work = Path(args.work)
@@ -163,7 +176,7 @@ def main(argv=None) -> int:
     jobs = [craft_variant(name, VARIANTS, args, work) for name in args.variants]
 
     victim_seed = args.seed if args.victim_seed is None else args.victim_seed
-    cache = work / (f"mixing-{args.split}-e{args.epochs}-s{args.seed}{'-noaug' if args.no_augment else ''}"
+    cache = work / (f"mixing-{args.split}-e{args.epochs}-s{args.seed}{'-noaug' if args.no_augment else ''}{arch_tag}"
                     + (f"-v{victim_seed}" if victim_seed != args.seed else ""))
     cache.mkdir(exist_ok=True)
     ratios = sorted(set(args.ratios))
@@ -209,7 +222,7 @@ def main(argv=None) -> int:
               "crafting": [{k: j[k] for k in ("name", "method", "how", "options", "images_per_second",
                                               "peak_rss_mib", "total_seconds", "stats") if k in j} for j in jobs],
               "hf_unlearnable": __version__, "date": time.strftime("%Y-%m-%d")}
-    tag = (("mixing" if args.split == "test" else "mixing-val") + ("-noaug" if args.no_augment else "")
+    tag = (("mixing" if args.split == "test" else "mixing-val") + ("-noaug" if args.no_augment else "") + arch_tag
            + (f"-v{victim_seed}" if victim_seed != args.seed else "") + (f"-{args.suffix}" if args.suffix else ""))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,7 +237,8 @@ def to_markdown(r: dict) -> str:
     split = "full CIFAR-10 test set" if r["split"] == "test" else f"validation split ({r['evaluation_rows']} held-out train rows)"
     lines = [f"# Mixing benchmark ({r['date']}, hf_unlearnable {r['hf_unlearnable']})", "",
              f"{r['train_rows']} class-balanced CIFAR-10 train rows (JPEG copy), accuracy on the {split}; victim "
-             f"{(r['victim'] or {}).get('arch')} {r['epochs']} epochs, "
+             f"{(r['victim'] or {}).get('arch')}"
+             + (f" (width {r['victim']['width']})" if (r['victim'] or {}).get('width') else "") + f" {r['epochs']} epochs, "
              f"{'crop+flip' if ((r['victim'] or {}).get('train') or {}).get('augment', True) else 'no augmentation'}, "
              f"seed {r['seed']}" + (f", victim seed {r['victim_seed']}" if r.get("victim_seed", r["seed"]) != r["seed"]
                                    else "") + ". A mix of ratio r replaces "
