@@ -90,6 +90,7 @@ class Method:
     per_batch: ClassVar[bool] = True
     uses_labels: ClassVar[bool] = False
     splits_across_processes: ClassVar[bool] = False
+    splits_note: ClassVar[str] = ""   # which forms split, when `splits` narrows it (shown in the refusal message)
 
     @classmethod
     def splits(cls, config: MethodConfig) -> bool:
@@ -106,11 +107,12 @@ class Method:
         processes = launched_processes()
         if processes > 1 and not cls.splits(config):
             mode = f" {config.mode}" if getattr(config, "mode", None) else ""
-            splitting = ", ".join(sorted(n for n, c in METHODS.items() if c.splits_across_processes))
+            splitting = ", ".join(f"{n}{c.splits_note}" for n, c in sorted(METHODS.items())
+                                  if c.splits_across_processes)
             raise ProtectionError(
                 f"{cls.name}{mode}'s craft runs in one process, but this one was started as 1 of {processes} "
                 f"(WORLD_SIZE={processes}, from accelerate launch or torchrun); run it as a plain process. Crafts "
-                f"that split across processes: {splitting} (em sample-wise only).")
+                f"that split across processes: {splitting}.")
 
     def __init__(self, config: MethodConfig | None = None, **options: Any):
         if config is None:

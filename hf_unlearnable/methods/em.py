@@ -203,6 +203,7 @@ class ErrorMinimizing(SurrogateMethod):
     config_class = EMConfig
     uses_labels = True
     splits_across_processes = True
+    splits_note = " (sample-wise only)"
 
     @classmethod
     def splits(cls, config) -> bool:
