@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mixing import VARIANTS, craft_variant, data_arguments, load_split  # noqa: E402  (the same rows, crafted sets)
+from mixing import VARIANTS, craft_variant, data_arguments, load_split, write_results  # noqa: E402  (the same rows, crafted sets)
 
 # the efficacy benchmark's EM class-wise job (same options, so --work folders are shared) and PUE's robust
 # class-wise noise with the certify benchmark's 10 rounds
@@ -85,12 +85,7 @@ def main(argv=None) -> int:
               "protected": {name: {d: table[name][d] for d in args.defences} for name in args.variants},
               "crafting": [{k: j[k] for k in ("name", "method", "how", "options") if k in j} for j in jobs],
               "hf_unlearnable": __version__, "date": time.strftime("%Y-%m-%d")}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tag = "defences" + ("-val" if args.split == "val" else "")
-    (out / f"{tag}.json").write_text(json.dumps(result, indent=1))
-    (out / f"{tag}.md").write_text(to_markdown(result))
-    print(to_markdown(result))
+    write_results(args.out, "defences" + ("-val" if args.split == "val" else ""), result, to_markdown(result))
     return 0
 
 

@@ -170,12 +170,18 @@ def main(argv=None) -> int:
         "seed": args.seed, "victim": next(iter(victims.values()))["victim"], "summary": summary, "crafting": crafted,
         "victims": victims, "victim_seconds": round(victim_seconds, 1),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.tag}.json").write_text(json.dumps(result, indent=2))
-    (out / f"{args.tag}.md").write_text(to_markdown(result))
-    print(to_markdown(result))
+    write_results(args.out, args.tag, result, to_markdown(result))
     return 0
+
+
+def write_results(out: str | Path, tag: str, result: dict, markdown: str) -> Path:
+    """Every benchmark's output: <out>/<tag>.json (the numbers and protocol) and <tag>.md (the table, also printed)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{tag}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{tag}.md").write_text(markdown)
+    print(markdown)
+    return out
 
 
 def to_markdown(r: dict) -> str:

@@ -14,7 +14,6 @@ Writes benchmarks/results/finetune[-val].json and .md.
 from __future__ import annotations
 
 import copy
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mixing import VARIANTS, craft_variant, data_arguments, load_split  # noqa: E402
+from mixing import VARIANTS, craft_variant, data_arguments, load_split, write_results  # noqa: E402
 
 
 def _nchw(a: np.ndarray) -> torch.Tensor:
@@ -95,11 +94,7 @@ def main(argv=None) -> int:
               "date": time.strftime("%Y-%m-%d")}
     tag = "finetune" + ("-val" if args.split == "val" else "") + (
         f"-v{victim_seed}" if victim_seed != args.seed else "")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{tag}.json").write_text(json.dumps(result, indent=1))
-    (out / f"{tag}.md").write_text(to_markdown(result))
-    print(to_markdown(result))
+    write_results(args.out, tag, result, to_markdown(result))
     return 0
 
 

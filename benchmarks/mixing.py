@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from efficacy import run_job  # noqa: E402  (one crafting-job runner for every benchmark: time + peak RSS)
+from efficacy import run_job, write_results  # noqa: E402  (one crafting-job runner for every benchmark: time + peak RSS)
 
 from hf_unlearnable.data import per_class_rows  # noqa: E402
 
@@ -224,12 +224,8 @@ def main(argv=None) -> int:
               "hf_unlearnable": __version__, "date": time.strftime("%Y-%m-%d")}
     tag = (("mixing" if args.split == "test" else "mixing-val") + ("-noaug" if args.no_augment else "") + arch_tag
            + (f"-v{victim_seed}" if victim_seed != args.seed else "") + (f"-{args.suffix}" if args.suffix else ""))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{tag}.json").write_text(json.dumps(result, indent=1))
-    (out / f"{tag}.md").write_text(to_markdown(result))
+    out = write_results(args.out, tag, result, to_markdown(result))
     plot(result, out / f"{tag}.png")
-    print(to_markdown(result))
     return 0
 
 

@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mixing import load_split, per_class_rows  # noqa: E402  (the same 10k rows and validation rows)
+from mixing import load_split, per_class_rows, write_results  # noqa: E402  (the same 10k rows and validation rows)
 
 
 def main(argv=None) -> int:
@@ -118,11 +118,7 @@ def main(argv=None) -> int:
               "control_r05": (base.get("0.5") or {}).get("test_accuracy"),
               "clean": (base.get("clean") or {}).get("test_accuracy"),
               "hf_unlearnable": __version__, "date": time.strftime("%Y-%m-%d")}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "transfer.json").write_text(json.dumps(result, indent=1))
-    (out / "transfer.md").write_text(to_markdown(result))
-    print(to_markdown(result))
+    write_results(args.out, "transfer", result, to_markdown(result))
     return 0
 
 
