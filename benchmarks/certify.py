@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     from hf_unlearnable.data import load_cifar10
     from hf_unlearnable.evaluate import _victim
     from hf_unlearnable.surrogates.nets import build
-    from hf_unlearnable.training import fit
+    from hf_unlearnable.training import fit, nchw
 
     full = load_cifar10("train", args.data)
     labels = np.asarray(full["label"])
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
         P = load_labelled(protected)
         cfg = _victim(None, args.epochs)
         model = build(cfg.arch, P.num_classes, cfg.width)
-        fit(model, torch.from_numpy(P.images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(P.labels),
+        fit(model, nchw(P.images), torch.from_numpy(P.labels),
             cfg.train, seed=args.seed, desc=f"theta-hat {name}")
         certs = {}
         for sigma in args.sigmas:

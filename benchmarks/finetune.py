@@ -18,17 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mixing import VARIANTS, craft_variant, data_arguments, load_split, write_results  # noqa: E402
-
-
-def _nchw(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()
 
 
 def main(argv=None) -> int:
@@ -49,9 +44,9 @@ def main(argv=None) -> int:
 
     from hf_unlearnable import __version__
     from hf_unlearnable._data import load_labelled
-    from hf_unlearnable.evaluate import VictimConfig, mix_rows
+    from hf_unlearnable.evaluate import VictimConfig, _aligned, mix_rows
     from hf_unlearnable.surrogates.nets import build
-    from hf_unlearnable.training import TrainConfig, accuracy, fit
+    from hf_unlearnable.training import TrainConfig, accuracy, fit, nchw
 
     victim_seed = args.seed if args.victim_seed is None else args.victim_seed
     train, evaluation = load_split(args.data, args.per_class, args.split, args.val_per_class, args.test or None)
@@ -59,28 +54,27 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     jobs = [craft_variant(name, VARIANTS, args, work) for name in args.variants]
     clean, test = load_labelled(train), load_labelled(evaluation)
-    test_x, test_y = _nchw(test.images), torch.from_numpy(test.labels)
+    test_x, test_y = nchw(test.images), torch.from_numpy(test.labels)
     chosen = mix_rows(len(clean), args.ratio, victim_seed)
     victim = VictimConfig.auto(args.epochs)
 
     t0 = time.perf_counter()
     torch.manual_seed(victim_seed)
     control = build(victim.arch, clean.num_classes, victim.width)
-    fit(control, _nchw(clean.images[~chosen]), torch.from_numpy(clean.labels[~chosen]), victim.train,
+    fit(control, nchw(clean.images[~chosen]), torch.from_numpy(clean.labels[~chosen]), victim.train,
         seed=victim_seed, desc="control (clean part)")
     control_acc = accuracy(control, test_x, test_y)
     parts = {"clean": clean.images[chosen]}
     for name in args.variants:
         protected = load_labelled(datasets.load_from_disk(str(work / name)))
-        if not np.array_equal(protected.labels, clean.labels):
-            raise SystemExit(f"{work / name}: labels differ from the benchmark rows; craft it again for these rows")
+        _aligned(protected, clean)    # the same rows in the same order, or a clear error
         parts[name] = protected.images[chosen]
     rows = []
     for lr in args.ft_lr:
         ft = TrainConfig(**{**victim.train.to_dict(), "epochs": args.ft_epochs, "lr": lr})
         for name, images in parts.items():
             model = copy.deepcopy(control)
-            fit(model, _nchw(images), torch.from_numpy(clean.labels[chosen]), ft, seed=victim_seed,
+            fit(model, nchw(images), torch.from_numpy(clean.labels[chosen]), ft, seed=victim_seed,
                 desc=f"fine-tune on {name}, lr {lr}", schedule="cosine")
             acc = accuracy(model, test_x, test_y)
             rows.append({"fine_tuned_on": name, "lr": lr, "accuracy": acc, "minus_control": acc - control_acc})

@@ -51,10 +51,6 @@ from mixing import load_split  # noqa: E402  (the same 10k rows and validation r
 EPS = 8 / 255
 
 
-def _nchw(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()
-
-
 def load(data: str, cache: Path) -> dict:
     """Benchmark rows (t), validation rows (v), surrogate rows (s: 2200..4999/class), reader rows (r: 1200..2199)."""
     from safetensors.torch import load_file, save_file
@@ -64,6 +60,7 @@ def load(data: str, cache: Path) -> dict:
         return load_file(str(f))
     from hf_unlearnable._data import load_labelled
     from hf_unlearnable.data import load_cifar10, per_class_rows
+    from hf_unlearnable.training import nchw
 
     train, val = load_split(data, 1000, "val", 200, None)
     full = load_cifar10("train", data)
@@ -72,7 +69,7 @@ def load(data: str, cache: Path) -> dict:
              "r": load_labelled(full.select(per_class_rows(full["label"], 1200, 2200)))}
     d = {}
     for k, p in parts.items():
-        d[k + "x"], d[k + "y"] = _nchw(p.images), torch.from_numpy(p.labels).long()
+        d[k + "x"], d[k + "y"] = nchw(p.images), torch.from_numpy(p.labels).long()
     save_file(d, str(f))
     return d
 

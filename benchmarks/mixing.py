@@ -161,13 +161,15 @@ def main(argv=None) -> int:
 
     from hf_unlearnable import __version__, evaluate
     from hf_unlearnable.evaluate import VictimConfig
+    from hf_unlearnable.surrogates.nets import build
 
     victim = VictimConfig.auto(args.epochs)
     victim.train.augment = not args.no_augment
     arch_tag = ""
     if args.victim:
         arch, _, width = args.victim.partition(":")
-        victim = VictimConfig(arch, int(width) if width else (64 if arch == "resnet18" else None), victim.train)
+        victim = VictimConfig(arch, int(width) if width else None, victim.train)   # None: the net's own width
+        build(victim.arch, 2, victim.width)  # an unknown architecture fails here, not after the crafting
         arch_tag = f"-{arch}" + (f"w{width}" if width else "")
 
     train, evaluation = load_split(args.data, args.per_class, args.split, args.val_per_class, args.test or None)

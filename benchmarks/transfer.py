@@ -53,10 +53,7 @@ def main(argv=None) -> int:
     from hf_unlearnable.evaluate import VictimConfig, mix_rows
     from hf_unlearnable.surrogates import load_surrogate
     from hf_unlearnable.surrogates.nets import build
-    from hf_unlearnable.training import accuracy, fit, predict
-
-    def nchw(images):
-        return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    from hf_unlearnable.training import accuracy, fit, nchw, predict
 
     victim = VictimConfig.auto(args.epochs)
     train, val = load_split(args.data, args.per_class, "val", args.val_per_class, None)

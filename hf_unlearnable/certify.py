@@ -118,7 +118,9 @@ class Certificate:
 
 
 def _tensors(data) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(data.labels)
+    from .training import nchw
+
+    return nchw(data.images), torch.from_numpy(data.labels)
 
 
 @torch.no_grad()

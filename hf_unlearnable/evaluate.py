@@ -20,7 +20,7 @@ from ._data import LabelledImages, load_labelled
 from .defences import TRAINING_OPTIONS, get_defence
 from .errors import ProtectionError
 from .surrogates.nets import build
-from .training import TrainConfig, accuracy, device, fit
+from .training import TrainConfig, accuracy, device, fit, nchw
 
 
 @dataclass
@@ -183,11 +183,11 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
 
     rows = []
     for dname, dfn in defence_fns.items():
-        test_x = torch.from_numpy(dfn(T.images)).permute(0, 3, 1, 2).contiguous()
+        test_x = nchw(dfn(T.images))
         test_y = torch.from_numpy(T.labels)
         train_cfg = TrainConfig(**{**cfg.train.to_dict(), **TRAINING_OPTIONS.get(dname, {})})
         for train_set, r, images, labels in runs:
-            x = torch.from_numpy(dfn(images)).permute(0, 3, 1, 2).contiguous()
+            x = nchw(dfn(images))
             torch.manual_seed(seed)  # initial weights too: a victim must not depend on what ran before it
             model = build(cfg.arch, num_classes, cfg.width)
             hist = fit(model, x, torch.from_numpy(labels), train_cfg, seed=seed, progress=progress,

@@ -53,6 +53,11 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def nchw(images: np.ndarray) -> torch.Tensor:
+    """uint8 NxHxWxC images (as decoded) as the uint8 NxCxHxW tensor the trainers take."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+
 def to_float(x_uint8: torch.Tensor, dev: torch.device) -> torch.Tensor:
     return x_uint8.to(dev, non_blocking=True).float().div_(255.0)
 

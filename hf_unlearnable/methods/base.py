@@ -163,7 +163,7 @@ class SurrogateMethod(Method):
         and the images as uint8 NCHW (kept on the CPU; minibatches move to the device) with int64 labels."""
         import torch
 
-        from ..training import seed_everything
+        from ..training import nchw, seed_everything
 
         if data.labels is None:
             raise ProtectionError(f"{self.name} needs labels: the dataset has no label column "
@@ -171,7 +171,7 @@ class SurrogateMethod(Method):
         if len(np.unique(data.labels)) < 2:
             raise ProtectionError(f"{self.name} needs at least two classes in the data.")
         seed_everything(self.config.seed)
-        images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous()
+        images = nchw(data.images)
         return images, torch.from_numpy(data.labels).long()
 
     def _start(self, shape, ids: Sequence[str]):
