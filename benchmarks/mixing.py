@@ -93,6 +93,12 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     # fp32 (the default until bf16 came in): speed and effect of the precision, in one run
     "bayes-craft-defaults": ("bayes", "craft", {}),
     "bayes-craft-defaults-fp32": ("bayes", "craft", {"bf16": False}),
+    # the BEO code's own loop (methods.md §1.5) at this scale: one full-batch ascent step on all rows per pass, each
+    # against a surrogate retrained from scratch on the current protected rows without augmentation (its HEAD
+    # trains 30 epochs per step and takes 2,000 AdamW steps; here 8 epochs and 15 signed steps of epsilon / 10)
+    "bayes-craft-beo-loop": ("bayes", "craft", {**_PLAIN, "passes": 15, "subset_size": 1_000_000,
+                                                "refresh_every": 1, "surrogate_epochs": 8,
+                                                "surrogate_augment": False}),
     "em-samplewise": ("em", "craft", {"mode": "samplewise", "min_iters": 10, "max_iters": 12}),
 }
 DEFAULT_VARIANTS = ["bayes-batch", "bayes-craft", "em-samplewise"]

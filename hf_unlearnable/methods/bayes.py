@@ -153,6 +153,8 @@ class BayesConfig(MethodConfig):
                                         # other classes, a model of a release mixed with clean data
     refresh_every: int = 0              # passes between surrogate refreshes (0 = keep the fixed surrogate)
     surrogate_epochs: int = 4           # epochs of each refreshed surrogate (trained from scratch on x + delta)
+    surrogate_augment: bool = True      # train each refreshed surrogate with crop+flip; False = on the plain
+                                        # images, as the BEO code's retrain-every-step loop (§1.5)
     surrogate_arch: str = "convnet"
     surrogate_width: int | None = None
 
@@ -172,8 +174,9 @@ class BayesConfig(MethodConfig):
         if self.augment_draws is not None and (not isinstance(self.augment_draws, int)
                                                or isinstance(self.augment_draws, bool) or self.augment_draws < 0):
             raise ProtectionError(f"augment_draws={self.augment_draws!r} must be a non-negative integer (or None).")
-        if not isinstance(self.bf16, bool):
-            raise ProtectionError(f"bf16={self.bf16!r} must be True or False.")
+        for name in ("bf16", "surrogate_augment"):
+            if not isinstance(getattr(self, name), bool):
+                raise ProtectionError(f"{name}={getattr(self, name)!r} must be True or False.")
         if self.clean_anchors is not None and not isinstance(self.clean_anchors, bool):
             raise ProtectionError(f"clean_anchors={self.clean_anchors!r} must be True, False or None.")
         if not isinstance(self.refresh_every, int) or self.refresh_every < 0:
@@ -411,8 +414,8 @@ class BayesErrorOptimisation(SurrogateMethod):
         with torch.random.fork_rng():   # the initial weights depend on this refresh's seed only (resume = same bytes)
             torch.manual_seed(seed)
             net = build(cfg.surrogate_arch, num_classes, cfg.surrogate_width)
-        fit(net, protected, labels, TrainConfig(epochs=cfg.surrogate_epochs), seed=seed,
-            desc="bayes surrogate refresh")
+        fit(net, protected, labels, TrainConfig(epochs=cfg.surrogate_epochs, augment=cfg.surrogate_augment),
+            seed=seed, desc="bayes surrogate refresh")
         return net.eval()
 
     def craft(self, data, checkpoint_dir=None):

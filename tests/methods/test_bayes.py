@@ -117,7 +117,8 @@ def test_config_defaults_and_validation():
     cfg = BayesConfig.from_options("bayes")
     assert cfg.step_size == pytest.approx(EPS / 10) and cfg.sigma == 0.3
     for bad in (dict(sigma=0), dict(steps=0), dict(step_size=1.0), dict(refresh_every=-1), dict(subset_size=1),
-                dict(targeted_weight=-1.0), dict(augment_draws=-1), dict(augment_draws=1.5), dict(target="far")):
+                dict(targeted_weight=-1.0), dict(augment_draws=-1), dict(augment_draws=1.5), dict(target="far"),
+                dict(surrogate_augment="no")):
         with pytest.raises(ProtectionError):
             BayesConfig.from_options("bayes", **bad)
 
@@ -364,6 +365,19 @@ def test_craft_with_refresh_resumes_to_the_same_bytes(tmp_path):
     resumed = craft(ds, "bayes", checkpoint_dir=ckpt, **{**opts, "passes": 3})
     assert np.array_equal(resumed.steps, straight.steps)
     assert [h["refreshed"] for h in resumed.config.stats["history"]] == [False, True, True]
+
+
+def test_refreshed_surrogate_trains_without_augmentation_when_asked():
+    """surrogate_augment=False (the BEO code's loop) trains the refreshed surrogate on the plain images: other bytes
+    from the refresh on, none before it."""
+    ds = build_dataset(n=40)
+    opts = dict(FAST_OPTIONS["bayes"])
+    with_aug = craft(ds, "bayes", **opts)
+    without = craft(ds, "bayes", **{**opts, "surrogate_augment": False})
+    assert without.config.method_config["surrogate_augment"] is False
+    assert not np.array_equal(with_aug.steps, without.steps)
+    first = craft(ds, "bayes", **{**opts, "passes": 1})
+    assert np.array_equal(first.steps, craft(ds, "bayes", **{**opts, "passes": 1, "surrogate_augment": False}).steps)
 
 
 def test_transformers_image_classifier_as_feature_surrogate(tmp_path):
