@@ -39,8 +39,6 @@ def load_subset(data: str, per_class: int, n_test: int | None):
 
 def _craft_job(args: dict) -> dict:
     """Run in a fresh process: craft/apply one method, save the protected set, report time and peak RSS."""
-    import datasets
-
     from hf_unlearnable import craft, protect
 
     train, _ = load_subset(args["data"], args["per_class"], 1)
@@ -127,7 +125,6 @@ def main(argv=None) -> int:
         protected[name] = datasets.load_from_disk(out)
 
     victims = {}
-    t0 = time.perf_counter()
     names = [j[0] for j in jobs]
     for name in names:
         part = work / f"victims-{name}-e{args.epochs}.json"

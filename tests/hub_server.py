@@ -320,7 +320,6 @@ class Handler(BaseHTTPRequestHandler):
             raise HubError(404, f"no route for {method} {url.path}")
 
     def _api(self, method: str, segs: list[str], query: dict) -> None:
-        st = self.server.state
         if segs == ["whoami-v2"] and method == "GET":
             caller = self._caller()
             if caller is None:

@@ -112,8 +112,6 @@ def test_cli_certify_and_recover(tmp_path, capsys):
 
 def test_recover_keeps_weights_on_the_sphere(tmp_path):
     """After fine-tuning, theta is at L2 distance exactly eta from theta-hat (projection after every step)."""
-    import copy
-
     from hf_unlearnable.certify import project_to_sphere
     from hf_unlearnable.training import TrainConfig, fit
 
