@@ -45,51 +45,62 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------------------------
 # The estimator
 # ---------------------------------------------------------------------------------------------------------------
-def _posterior_chunk(z_rows: torch.Tensor, z: torch.Tensor, onehot: torch.Tensor, rows: torch.Tensor,
-                     sigma: float) -> torch.Tensor:
-    """Leave-one-out kernel posterior p_k(i) for the rows `rows` of z (z_rows = z[rows]); [chunk, K]."""
-    d2 = (z_rows.pow(2).sum(1, keepdim=True) + z.pow(2).sum(1)[None, :] - 2 * z_rows @ z.T).clamp_min(0)
-    logit = -d2 / (2 * sigma * sigma)
-    self_mask = torch.zeros_like(logit, dtype=torch.bool)
-    self_mask[torch.arange(len(rows), device=z.device), rows] = True
-    logit = logit.masked_fill(self_mask, float("-inf"))
+def _chunk_weights(z_rows: torch.Tensor, z: torch.Tensor, rows: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Leave-one-out kernel weights [chunk, N] of the rows `rows` of z (z_rows = z[rows]) against all rows, each row
+    scaled by a constant (its largest weight is 1; the self weight is 0). Built in place: the [chunk, N] buffers
+    are the estimator's memory and most of its time."""
+    w = torch.addmm(z.pow(2).sum(1)[None, :], z_rows, z.T, alpha=-2).add_(z_rows.pow(2).sum(1, keepdim=True))
+    w.clamp_min_(0).mul_(-1 / (2 * sigma * sigma))
+    diagonal = (torch.arange(len(rows), device=z.device), rows)
+    w[diagonal] = float("-inf")
     # Shift by the row max (a constant per row: the posterior does not change), so the nearest neighbour has
-    # weight exactly 1 and nothing underflows to an all-zero row.
-    w = torch.exp(logit - logit.max(1, keepdim=True).values.detach())
-    num = w @ onehot
-    return num / num.sum(1, keepdim=True)
+    # weight exactly 1 and nothing underflows to an all-zero row. Weights below e^-50 of it count as e^-50: that is
+    # invisible in any sum of weights (fp32 resolves 1e-7) and keeps exp and the products after it off the CPU's
+    # slow path for subnormal numbers (40x slower).
+    w.sub_(w.max(1, keepdim=True).values).clamp_min_(_LOG_WEIGHT_FLOOR).exp_()
+    w[diagonal] = 0
+    return w
 
 
-def _error_sum(z: torch.Tensor, onehot: torch.Tensor, sigma: float, start: int, stop: int) -> torch.Tensor:
-    rows = torch.arange(start, stop, device=z.device)
-    p = _posterior_chunk(z[start:stop], z, onehot, rows, sigma)
-    # max over classes = the plug-in decision; its gradient is that of the chosen class (y-hat held fixed, §1.3)
-    return (1 - p.max(1).values).sum()
+_LOG_WEIGHT_FLOOR = -50.0
 
 
 class _BayesErrorFn(torch.autograd.Function):
-    """Mean leave-one-out error, recomputed chunk by chunk in backward so no N x N graph is ever kept."""
+    """Mean leave-one-out error, chunk by chunk, so no N x N matrix is ever held.
+
+    When z needs a gradient, forward computes it in the same sweep, in closed form (methods.md §1.3, y-hat held
+    fixed as the max's sub-gradient): with e_i = 1 - p_{y-hat_i}(i), de_i/dw_ij = -(1[y_j = y-hat_i] - p_{y-hat_i}(i))
+    / sum_j w_ij, and through w_ij = exp(-d2_ij / (2 sigma^2)) to z_i and z_j. One pass over the N x N weights
+    instead of a forward pass and an autograd re-run in backward."""
 
     @staticmethod
     def forward(ctx, z, onehot, sigma, chunk_size):
-        ctx.save_for_backward(z, onehot)
-        ctx.sigma, ctx.chunk_size = sigma, chunk_size
         n = len(z)
+        want_grad = ctx.needs_input_grad[0]
+        grad = torch.zeros_like(z) if want_grad else None
+        total = z.new_zeros(())
         with torch.no_grad():
-            total = sum(_error_sum(z, onehot, sigma, s, min(s + chunk_size, n)) for s in range(0, n, chunk_size))
+            for s in range(0, n, chunk_size):
+                rows = torch.arange(s, min(s + chunk_size, n), device=z.device)
+                w = _chunk_weights(z[rows], z, rows, sigma)
+                num = w @ onehot
+                total_w = num.sum(1)                   # = w.sum(1): every row of onehot sums to 1
+                top, y_hat = (num / total_w[:, None]).max(1)
+                total += (1 - top).sum()
+                if want_grad:
+                    # dE/d(d2_ij) for E = mean_i e_i:
+                    #   w_ij (1[y_j = y-hat_i] - p_{y-hat_i}(i)) / (sum_j w_ij 2 sigma^2 n)
+                    scale = 1 / (total_w * (2 * sigma * sigma * n))
+                    g = onehot[:, y_hat].T.mul_(scale[:, None]).sub_((top * scale)[:, None]).mul_(w)
+                    # d(d2_ij)/dz_i = 2 (z_i - z_j), d(d2_ij)/dz_j = 2 (z_j - z_i)
+                    grad[rows] += 2 * (g.sum(1, keepdim=True) * z[rows] - g @ z)
+                    grad += 2 * (g.sum(0)[:, None] * z - g.T @ z[rows])
+        ctx.save_for_backward(grad)
         return total / n
 
     @staticmethod
     def backward(ctx, grad_out):
-        z, onehot = ctx.saved_tensors
-        n = len(z)
-        grad = torch.zeros_like(z)
-        with torch.enable_grad():
-            for s in range(0, n, ctx.chunk_size):
-                zz = z.detach().requires_grad_(True)
-                part = _error_sum(zz, onehot, ctx.sigma, s, min(s + ctx.chunk_size, n)) / n
-                (g,) = torch.autograd.grad(part, zz)
-                grad += g
+        (grad,) = ctx.saved_tensors
         return grad * grad_out, None, None, None
 
 
