@@ -79,13 +79,16 @@ class _TransformersClassifier(torch.nn.Module):
         return self.net(pixel_values=self._pixels(x)).logits
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features_and_logits(x)[0]
+
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         captured = []
         handle = getattr(self.net, self._head_name).register_forward_pre_hook(lambda mod, args: captured.append(args[0]))
         try:
-            self.net(pixel_values=self._pixels(x))
+            logits = self.net(pixel_values=self._pixels(x)).logits
         finally:
             handle.remove()
-        return captured[0].flatten(1)
+        return captured[0].flatten(1), logits
 
 
 def _build_transformers(config: "SurrogateConfig") -> _TransformersClassifier:
@@ -123,6 +126,11 @@ class Surrogate(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`features(x)` and `forward(x)`, from one forward pass where the model offers that."""
+        both = getattr(self.model, "features_and_logits", None)
+        return both(x) if both is not None else (self.model.features(x), self.model(x))
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write config.json + model.safetensors atomically."""
@@ -305,6 +313,11 @@ class SurrogateEnsemble(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([m(x) for m in self.members]).mean(0)
+
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        both = [m.features_and_logits(x) for m in self.members]
+        return (torch.cat([z / s for (z, _), s in zip(both, self.scales)], 1),
+                torch.stack([logits for _, logits in both]).mean(0))
 
 
 def load_surrogate(spec: Any = None, *, revision: str | None = None,

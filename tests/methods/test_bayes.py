@@ -380,15 +380,41 @@ def test_refreshed_surrogate_trains_without_augmentation_when_asked():
     assert np.array_equal(first.steps, craft(ds, "bayes", **{**opts, "passes": 1, "surrogate_augment": False}).steps)
 
 
+@pytest.mark.parametrize("arch", ["convnet", "resnet18"])
+def test_features_and_logits_come_from_one_pass_and_match_the_separate_calls(arch):
+    """The targeted term reads the logits of the same forward pass as the kernel's features."""
+    from hf_unlearnable.methods.bayes import _surrogate_outputs
+    from hf_unlearnable.surrogates import Surrogate, SurrogateConfig
+
+    torch.manual_seed(0)
+    sur = Surrogate(SurrogateConfig(arch=arch, width=8, num_classes=10)).eval()
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    calls = []
+    handle = next(sur.model.children()).register_forward_pre_hook(lambda mod, args: calls.append(len(args[0])))
+    with torch.no_grad():
+        z, logits = _surrogate_outputs(sur, x, 4, logits="both")
+    handle.remove()
+    assert calls == [4, 2]        # one pass through the trunk per slice of 4 rows
+    with torch.no_grad():
+        assert torch.allclose(z, sur.features(x)) and torch.allclose(logits, sur(x))
+
+
 def test_transformers_image_classifier_as_feature_surrogate(tmp_path):
     """Features can come from a transformers image classifier (what its head reads), folder or object."""
     from transformers import ViTConfig, ViTForImageClassification
+
+    from hf_unlearnable.surrogates import load_surrogate
 
     torch.manual_seed(0)
     cfg = ViTConfig(image_size=16, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=1,
                     num_attention_heads=2, intermediate_size=64, num_labels=4)
     ViTForImageClassification(cfg).eval().save_pretrained(tmp_path / "vit")
     ds = build_dataset(n=12, labels=[0, 1, 2, 3] * 3)
+    sur = load_surrogate(str(tmp_path / "vit")).eval()
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        z, logits = sur.features_and_logits(x)
+        assert torch.allclose(z, sur.features(x)) and torch.allclose(logits, sur(x))
     for spec in (str(tmp_path / "vit"), ViTForImageClassification.from_pretrained(tmp_path / "vit")):
         out = ds.map(protect(method="bayes", surrogate=spec, steps=3), batched=True)
         deltas = [np.abs(p.astype(int) - o.astype(int)).max() for p, o in zip(stored_arrays(out), stored_arrays(ds))]
@@ -422,6 +448,8 @@ def test_an_ensemble_of_surrogates_scales_each_member_and_crafts(tmp_path, tiny_
         assert b.features(x).abs().max() > 2 * a.features(x).abs().max()
         assert float(z[:, :d].abs().max()) == pytest.approx(1.0) and float(z[:, d:].abs().max()) == pytest.approx(1.0)
         assert torch.allclose(ens(x), (a(x) + b(x)) / 2, atol=1e-5)
+        both = ens.features_and_logits(x)
+        assert torch.allclose(both[0], z) and torch.allclose(both[1], ens(x), atol=1e-6)
 
     ds = build_dataset(n=24)
     noise = craft(ds, "bayes", surrogate=[tiny_surrogate_dir, str(tmp_path / "other")], passes=1, subset_size=8)
