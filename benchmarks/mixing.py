@@ -93,6 +93,8 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     # fp32 (the default until bf16 came in): speed and effect of the precision, in one run
     "bayes-craft-defaults": ("bayes", "craft", {}),
     "bayes-craft-defaults-fp32": ("bayes", "craft", {"bf16": False}),
+    # twice the passes (20 -> 40): 10 -> 20 passes had helped at both ratios; affordable since session 12's speed-up
+    "bayes-craft-defaults-40": ("bayes", "craft", {"passes": 40}),
     # the BEO code's own loop (methods.md §1.5) at this scale: one full-batch ascent step on all rows per pass, each
     # against a surrogate retrained from scratch on the current protected rows without augmentation (its HEAD
     # trains 30 epochs per step and takes 2,000 AdamW steps; here 8 epochs and 15 signed steps of epsilon / 10)
