@@ -199,3 +199,21 @@ def test_craft_then_protect_with_noise_then_evaluate(tiny, tmp_path, capsys):
     rows = json.loads(report_json.read_text())["rows"]
     assert {r["train_set"] for r in rows} == {"clean", "protected", "mix", "clean-only control"}
     assert report_md.read_text().strip() == printed.strip()
+
+
+def test_demo_runs_every_method_end_to_end_on_a_small_slice(tmp_path):
+    """The README's first command, shrunk: clean, random, both EM modes and bayes in one table and one JSON."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--max-train", "100", "--max-test", "50", "--epochs", "1", "-q",
+                 "--classwise-option", "min_iters=1", "--classwise-option", "max_iters=1",
+                 "--samplewise-option", "min_iters=1", "--samplewise-option", "max_iters=1",
+                 "--samplewise-option", "steps=1", "--bayes-option", "passes=1", "--output-dir", str(out)]) == 0
+    result = json.loads((out / "demo.json").read_text())
+    assert [r["method"] for r in result["rows"]] == ["clean", "random", "EM class-wise", "EM sample-wise", "bayes"]
+    assert all(0 <= r["test_accuracy"] <= 1 for r in result["rows"])
+    assert result["bayes"] == {"passes": 1} and result["bayes_stats"]["passes"] == 1
+    assert 0 < result["bayes_stats"]["max_abs_steps"] <= 8
+    assert result["bayes_stats"]["bayes_error_before"] is not None
+    md = (out / "demo.md").read_text()
+    assert '| bayes | craft(ds, "bayes", passes=1) + protect(noise=...) |' in md
+    assert "whole-set Bayes-error estimate" in md
