@@ -43,6 +43,9 @@ _VICTIM_LIKE_ENSEMBLE = ["default", str(ROOT / "runs" / "surrogates" / "convnet-
 VARIANTS: dict[str, tuple[str, str, dict]] = {
     "bayes-batch": ("bayes", "per-batch", {}),
     "bayes-batch-targeted": ("bayes", "per-batch", {"targeted_weight": 1.0}),
+    # the per-batch form with two of craft's defaults (augmentation draws, the targeted term; clean anchors need
+    # other minibatches, which a batch does not have)
+    "bayes-batch-augment-targeted": ("bayes", "per-batch", {"augment_draws": 2, "targeted_weight": 1.0}),
     "bayes-craft": ("bayes", "craft", {**_PLAIN, "passes": 10}),
     "bayes-craft-refresh": ("bayes", "craft", {**_PLAIN, "passes": 10, "refresh_every": 3, "surrogate_epochs": 4}),
     "bayes-craft-augment": ("bayes", "craft", {**_PLAIN, "passes": 10, "augment_draws": 2}),

@@ -191,7 +191,7 @@ def test_augment_draws_are_seeded_per_batch_and_change_the_noise(tiny_ds, tiny_s
     """Averaging over crop+flips is a different objective (other bytes), still deterministic and in the box."""
     runs = [stored_arrays(tiny_ds.map(protect(method="bayes", surrogate=tiny_surrogate_dir, steps=2, **kw),
                                       batched=True, batch_size=20, load_from_cache_file=False))
-            for kw in (dict(augment_draws=2), dict(augment_draws=2), {})]
+            for kw in (dict(augment_draws=2), dict(augment_draws=2), dict(augment_draws=0))]
     assert all(np.array_equal(p, q) for p, q in zip(runs[0], runs[1]))
     assert not all(np.array_equal(p, q) for p, q in zip(runs[0], runs[2]))
     originals = stored_arrays(tiny_ds)
@@ -251,9 +251,10 @@ def test_craft_with_clean_anchors_is_seeded_in_the_box_and_differs(tmp_path):
 
 
 def test_options_left_at_none_are_chosen_per_form_and_recorded(tiny_surrogate_dir):
-    """craft() takes CRAFT_DEFAULTS (the strongest measured setting); the per-batch form keeps the plain step; an
-    explicit value always wins; the Noise records the values used, never None."""
-    from hf_unlearnable.methods.bayes import CRAFT_DEFAULTS
+    """craft() takes CRAFT_DEFAULTS (the strongest measured setting), the per-batch form BATCH_DEFAULTS (no clean
+    anchors: a batch has no other rows); an explicit value always wins; the Noise records the values used, never
+    None."""
+    from hf_unlearnable.methods.bayes import BATCH_DEFAULTS, CRAFT_DEFAULTS
     from hf_unlearnable.surrogates import load_surrogate
 
     method = BayesErrorOptimisation()
@@ -261,7 +262,10 @@ def test_options_left_at_none_are_chosen_per_form_and_recorded(tiny_surrogate_di
     crafted = method._resolved("craft", 40, 10, None)
     assert {k: getattr(crafted, k) for k in CRAFT_DEFAULTS} == CRAFT_DEFAULTS and crafted.passes == 20
     batch = method._resolved("batch", 40, 10)
-    assert (batch.targeted_weight, batch.augment_draws, batch.clean_anchors) == (0, 0, False)
+    assert {k: getattr(batch, k) for k in BATCH_DEFAULTS} == BATCH_DEFAULTS
+    assert (batch.targeted_weight, batch.augment_draws, batch.clean_anchors) == (1.0, 2, False)
+    assert method._resolved("batch", 40, 4).targeted_weight == 1.0    # a batch may lack some of the classes
+    assert method._resolved("batch", 40, 11).targeted_weight == 0     # labels the surrogate has no class for
     assert method.config.targeted_weight is None          # resolving never changes the user's config
     assert method._resolved("craft", 3, 10, None).clean_anchors is False          # too few rows to anchor
     # a surrogate whose classes are not the data's gets no targeted term by default, but an explicit one stays
