@@ -41,10 +41,11 @@ _PLAIN = {"augment_draws": 0, "clean_anchors": False, "targeted_weight": 0.0}
 _VICTIM_LIKE_ENSEMBLE = ["default", str(ROOT / "runs" / "surrogates" / "convnet-s1"),
                          str(ROOT / "runs" / "surrogates" / "convnet-s2")]
 VARIANTS: dict[str, tuple[str, str, dict]] = {
-    "bayes-batch": ("bayes", "per-batch", {}),
-    "bayes-batch-targeted": ("bayes", "per-batch", {"targeted_weight": 1.0}),
+    # the per-batch variants spell out the options BATCH_DEFAULTS would choose, as the craft variants do
+    "bayes-batch": ("bayes", "per-batch", {"augment_draws": 0, "targeted_weight": 0.0}),     # the plain step
+    "bayes-batch-targeted": ("bayes", "per-batch", {"augment_draws": 0, "targeted_weight": 1.0}),
     # the per-batch form with two of craft's defaults (augmentation draws, the targeted term; clean anchors need
-    # other minibatches, which a batch does not have)
+    # other minibatches, which a batch does not have): protect(method="bayes")'s defaults since session 12
     "bayes-batch-augment-targeted": ("bayes", "per-batch", {"augment_draws": 2, "targeted_weight": 1.0}),
     "bayes-craft": ("bayes", "craft", {**_PLAIN, "passes": 10}),
     "bayes-craft-refresh": ("bayes", "craft", {**_PLAIN, "passes": 10, "refresh_every": 3, "surrogate_epochs": 4}),
@@ -106,7 +107,8 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
                                                 "surrogate_augment": False}),
     "em-samplewise": ("em", "craft", {"mode": "samplewise", "min_iters": 10, "max_iters": 12}),
 }
-DEFAULT_VARIANTS = ["bayes-batch", "bayes-craft", "em-samplewise"]
+# the library's defaults for both forms, and EM sample-wise
+DEFAULT_VARIANTS = ["bayes-batch-augment-targeted", "bayes-craft-defaults", "em-samplewise"]
 
 
 def load_split(data: str, per_class: int, split: str, val_per_class: int, n_test: int | None):
