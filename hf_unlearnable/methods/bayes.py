@@ -227,11 +227,11 @@ def nearest_class_map(model, images, labels: torch.Tensor, num_classes: int) -> 
 
 
 # What craft() uses for an option left at None: the strongest setting measured on the mixing benchmark's validation
-# split (benchmarks/results/mixing-val.md, README "Mixing"; with passes=20). The per-batch form keeps the plain
-# §1.9 step: these cost it 2-3x, were not measured there, and a batch has no rows outside it to anchor to.
+# split (benchmarks/results/mixing-val.md, README "Mixing"; with passes=20).
 CRAFT_DEFAULTS = {"targeted_weight": 1.0, "augment_draws": 2, "clean_anchors": True}
-# the per-batch form has no other minibatches to anchor to; its two other defaults were chosen on the mixing
-# benchmark's validation split (session 12: r = 1.0 32.35 % against 64.55 % for the plain step)
+# The per-batch form has no rows outside the batch to anchor to; its two other defaults were chosen on the same
+# validation split (mixing-val-batch-augment.md: r = 1.0 32.35 % against 64.55 % for the plain §1.9 step, at a
+# fifth of its speed)
 BATCH_DEFAULTS = {"targeted_weight": 1.0, "augment_draws": 2, "clean_anchors": False}
 
 
