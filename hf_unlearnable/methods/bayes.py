@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from ..errors import ProtectionError
 from . import register
 from .base import MethodConfig, SurrogateMethod
-from .em import _Checkpoint, _fingerprint
+from .em import _Checkpoint, _fingerprint, _weights_digest
 
 logger = logging.getLogger(__name__)
 
@@ -476,9 +476,11 @@ class BayesErrorOptimisation(SurrogateMethod):
                              labels, num_classes)
         # "draws": augmentation streams per pass and minibatch (earlier checkpoints had one stream per pass and would
         # resume into other bytes, so they are refused as "other options")
+        # the config records a surrogate by name only; its weights' digest tells two surrogates of one name apart
         ckpt = _Checkpoint(checkpoint_dir, {"method": self.name, "draws": "per-minibatch",
+                                            "surrogate_weights": _weights_digest(reference),
                                             **{k: v for k, v in cfg.to_dict().items() if k != "passes"}},
-                           _fingerprint(data.ids, data.labels))
+                           _fingerprint(data))
         start, history, model, before = 0, [], reference, None
         resumed = ckpt.load()
         if resumed is not None:

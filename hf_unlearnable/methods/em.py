@@ -146,7 +146,9 @@ class _Checkpoint:
         with safe_open(str(self.dir / "state.safetensors"), framework="pt") as f:
             stored = (f.metadata() or {}).get("state")
         if stored is None and not (self.dir / "state.json").exists():
-            return None
+            raise ProtectionError(
+                f"checkpoint_dir={str(self.dir)!r} holds a state.safetensors this library did not write (no "
+                "state record); use a fresh directory (or delete it) to start over.")
         info = json.loads(stored if stored is not None else (self.dir / "state.json").read_text())
         if info.get("config") != self.meta["config"] or info.get("data") != self.meta["data"]:
             raise ProtectionError(
@@ -172,12 +174,28 @@ class _Checkpoint:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _fingerprint(ids: list[str], labels: np.ndarray) -> str:
+def _fingerprint(data) -> str:
+    """The data a checkpoint belongs to: row ids, labels and pixels (the same ids over re-encoded or otherwise
+    changed images must not resume into them)."""
     import hashlib
 
     h = hashlib.blake2b(digest_size=12)
-    h.update("\n".join(ids).encode())
-    h.update(np.ascontiguousarray(labels).tobytes())
+    h.update("\n".join(data.ids).encode())
+    h.update(np.ascontiguousarray(data.labels).tobytes())
+    h.update(np.ascontiguousarray(data.images).tobytes())
+    return h.hexdigest()
+
+
+def _weights_digest(module: torch.nn.Module) -> str:
+    """A digest of a module's parameters and buffers: a checkpoint made against other surrogate weights (another
+    in-memory model, a changed folder, a moved Hub revision) is refused, not resumed."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=12)
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -275,7 +293,7 @@ class ErrorMinimizing(SurrogateMethod):
         ckpt = _Checkpoint(checkpoint_dir, {"method": self.name, **{k: v for k, v in self.config.to_dict().items()
                                                                    if k not in ("min_iters", "max_iters",
                                                                                 "stop_error")}},
-                           _fingerprint(data.ids, data.labels))
+                           _fingerprint(data))
         start_iter, cursor, history = 0, 0, []
         resumed = ckpt.load()
         if resumed is not None:

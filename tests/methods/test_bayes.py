@@ -362,6 +362,21 @@ def test_craft_records_a_rising_estimate_and_resumes(tmp_path):
         craft(ds, "bayes", checkpoint_dir=str(ckpt), **{**opts, "passes": 3, "sigma": 0.5})
 
 
+def test_resume_against_other_surrogate_weights_is_refused(tmp_path):
+    """Two surrogates of one name (here: in-memory, no name) but other weights: the checkpoint is not resumed."""
+    from hf_unlearnable.surrogates import Surrogate, SurrogateConfig
+
+    ds = build_dataset(n=40)
+    opts = dict(FAST_OPTIONS["bayes"], refresh_every=0, passes=1)
+    first, second = (Surrogate(SurrogateConfig(arch="convnet", width=8, num_classes=10), name_or_path="")
+                     for _ in range(2))
+    ckpt = str(tmp_path / "ckpt")
+    craft(ds, "bayes", checkpoint_dir=ckpt, surrogate=first, **opts)
+    with pytest.raises(ProtectionError, match="other options"):
+        craft(ds, "bayes", checkpoint_dir=ckpt, surrogate=second, **{**opts, "passes": 2})
+    craft(ds, "bayes", checkpoint_dir=ckpt, surrogate=first, **{**opts, "passes": 2})    # its own: resumes
+
+
 def test_craft_with_refresh_resumes_to_the_same_bytes(tmp_path):
     ds = build_dataset(n=40)
     opts = dict(FAST_OPTIONS["bayes"])

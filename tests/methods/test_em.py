@@ -231,6 +231,25 @@ def test_checkpoint_with_other_options_or_data_is_refused(ds, tmp_path):
               **{**FAST, "max_iters": 1, "min_iters": 1})
 
 
+def test_checkpoint_of_other_pixels_under_the_same_ids_is_refused(tmp_path):
+    """Same row ids and labels, other images (re-encoded, another revision): the checkpoint is not theirs."""
+    _craft_ckpt(build_dataset(seed=0), tmp_path / "ck", max_iters=1, min_iters=1)
+    with pytest.raises(ProtectionError, match="other options or other data"):
+        _craft_ckpt(build_dataset(seed=1), tmp_path / "ck", max_iters=2, min_iters=1)
+
+
+def test_checkpoint_file_without_a_state_record_is_refused_not_overwritten(tmp_path):
+    from safetensors.torch import save_file
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    save_file({"x": torch.zeros(2)}, str(ck / "state.safetensors"))     # someone else's file
+    before = (ck / "state.safetensors").read_bytes()
+    with pytest.raises(ProtectionError, match="did not write"):
+        _craft_ckpt(build_dataset(), ck, max_iters=1, min_iters=1)
+    assert (ck / "state.safetensors").read_bytes() == before
+
+
 # -- per-batch form ----------------------------------------------------------------------------------------------
 def test_per_batch_em_lowers_the_surrogate_loss(ds, tiny_surrogate_dir):
     sur = load_surrogate(tiny_surrogate_dir)
