@@ -215,6 +215,37 @@ def test_transformers_image_classifier_as_surrogate(hub, tiny_vit_dir, tmp_path)
         assert np.abs(p.astype(int) - o.astype(int)).max() <= 8
 
 
+def test_a_repos_own_code_is_never_run(tmp_path):
+    """A classifier whose config names an architecture only its own .py defines (auto_map): refused with a clear
+    error, its code never imported, even with "y" waiting on stdin for transformers' trust_remote_code prompt."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    marker = tmp_path / "RAN"
+    repo = tmp_path / "custom"
+    repo.mkdir()
+    (repo / "config.json").write_text(json.dumps({"model_type": "customnet", "auto_map": {
+        "AutoConfig": "custom.CustomConfig", "AutoModelForImageClassification": "custom.CustomModel"}}))
+    (repo / "custom.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    save_file({"w": __import__("torch").zeros(1)}, str(repo / "model.safetensors"))
+    code = ("from hf_unlearnable import ProtectionError\n"
+            "from hf_unlearnable.surrogates import load_surrogate\n"
+            f"try:\n    load_surrogate({str(repo)!r})\nexcept ProtectionError as e:\n    print('REFUSED', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], input="y\ny\n", capture_output=True, text=True, timeout=300)
+    assert "REFUSED" in out.stdout and "never loaded" in out.stdout, out.stdout + out.stderr
+    assert not marker.exists()
+    # the same through a saved surrogate config whose hf_config carries the auto_map
+    from hf_unlearnable.surrogates import Surrogate, SurrogateConfig
+
+    cfg = SurrogateConfig(arch="transformers", num_classes=2, hf_config={"model_type": "customnet", "auto_map": {
+        "AutoModelForImageClassification": "custom.CustomModel"}})
+    with pytest.raises(ProtectionError, match="remote code is never run"):
+        Surrogate(cfg)
+    assert not marker.exists()
+
+
 # -- push_protected ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def source_repo(hub):

@@ -97,8 +97,13 @@ def _build_transformers(config: "SurrogateConfig") -> _TransformersClassifier:
     if not config.hf_config or "model_type" not in config.hf_config:
         raise ProtectionError("a transformers surrogate config needs hf_config with a model_type.")
     hf = dict(config.hf_config)
-    hf_cfg = AutoConfig.for_model(hf.pop("model_type"), **hf)
-    net = AutoModelForImageClassification.from_config(hf_cfg)
+    hf.pop("auto_map", None)   # never a repo's own Python code: only architectures transformers ships
+    try:
+        hf_cfg = AutoConfig.for_model(hf.pop("model_type"), **hf)
+        net = AutoModelForImageClassification.from_config(hf_cfg, trust_remote_code=False)
+    except ValueError as exc:
+        raise ProtectionError(f"a transformers surrogate config names an architecture transformers does not ship "
+                              f"({exc}); remote code is never run.") from None
     return _TransformersClassifier(net, config.image_mean, config.image_std, config.input_size)
 
 
@@ -188,12 +193,13 @@ class Surrogate(torch.nn.Module):
             image_std = image_std if image_std is not None else pre.get("image_std")
             try:
                 model = AutoModelForImageClassification.from_pretrained(
-                    str(model), revision=revision, token=token, use_safetensors=True,
+                    str(model), revision=revision, token=token, use_safetensors=True, trust_remote_code=False,
                     cache_dir=hub_kwargs.get("cache_dir"), force_download=hub_kwargs.get("force_download", False),
                     local_files_only=hub_kwargs.get("local_files_only", False))
-            except OSError as exc:
+            except (OSError, ValueError) as exc:   # ValueError: an architecture only the repo's own code defines
                 raise ProtectionError(f"surrogate {name!r}: cannot load it as a transformers image classifier from "
-                                      f"safetensors ({exc}). Pickled weights (.bin) are never loaded.") from None
+                                      f"safetensors ({exc}). Pickled weights (.bin) and a repo's own code "
+                                      "(trust_remote_code) are never loaded.") from None
         hf = model.config
         size = getattr(hf, "image_size", None)
         size = [size, size] if isinstance(size, int) else (list(size) if size else None)
