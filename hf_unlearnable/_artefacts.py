@@ -38,7 +38,12 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
         if target.exists():  # swap whole folders
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
             os.replace(target, old / "x")
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old / "x", target)   # put the old folder back before reporting the failure
+                old.rmdir()
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
@@ -49,6 +54,23 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
                 p.rmdir()
             except OSError:
                 pass
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a text file whole or not at all (a temporary sibling, then one rename); ends it with a newline."""
+    target = Path(os.path.expanduser(str(path)))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
         raise
 
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ._artefacts import atomic_dir
+from ._artefacts import atomic_dir, write_text_atomic
 from .errors import ProtectionError
 
 logger = logging.getLogger("hf_unlearnable.cli")
@@ -143,28 +143,20 @@ def load_source(src: str, split: str):
 
 
 # -- atomic outputs ------------------------------------------------------------------------------------------------
-def check_output(output: str, overwrite: bool) -> Path:
+def check_output(output: str, overwrite: bool, *inputs: str | None) -> Path:
     target = Path(os.path.expanduser(output))
+    for src in inputs:   # --overwrite must never replace (or swallow) what the command reads
+        if src is None or not Path(os.path.expanduser(src)).exists():
+            continue
+        read, out = Path(os.path.expanduser(src)).resolve(), target.resolve()
+        if out == read or out in read.parents:
+            raise ProtectionError(f"--output {output!r} would replace the input {src!r}; choose another folder.")
     if target.exists() and not overwrite:
         raise ProtectionError(f"--output {output!r} already exists; pass --overwrite to replace it, or choose "
                               "another folder.")
     if target.exists() and not target.is_dir():
         raise ProtectionError(f"--output {output!r} exists and is not a folder; remove it or choose another path.")
     return target
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    target = Path(os.path.expanduser(path))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text if text.endswith("\n") else text + "\n")
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # -- logging and progress ------------------------------------------------------------------------------------------
@@ -271,7 +263,7 @@ def cmd_protect(args: argparse.Namespace) -> int:
 
     if args.epsilon is not None:
         check_epsilon(args.epsilon)
-    target = check_output(args.output, args.overwrite)
+    target = check_output(args.output, args.overwrite, args.data, args.noise)
     options = parse_options(args.option)
     cols = dict(image_column=args.image_column, label_column=args.label_column, id_column=args.id_column)
     if args.noise is not None:
@@ -348,7 +340,7 @@ def cmd_craft(args: argparse.Namespace) -> int:
     from .methods import get_method
 
     check_epsilon(args.epsilon)
-    target = check_output(args.output, args.overwrite)
+    target = check_output(args.output, args.overwrite, args.data)
     options = parse_options(args.option)
     cls = get_method(args.method)
     if "mode" in cls.config_class.__dataclass_fields__:

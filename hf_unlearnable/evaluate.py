@@ -80,8 +80,9 @@ class Report:
     def to_json(self, path: str | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
-            with open(path, "w") as f:
-                f.write(text)
+            from ._artefacts import write_text_atomic
+
+            write_text_atomic(path, text)   # whole or not at all
         return text
 
     def accuracy(self, train_set: str, ratio: float | None = None, defence: str = "none") -> float:

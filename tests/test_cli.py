@@ -126,6 +126,16 @@ def test_existing_output_is_refused_without_overwrite(tiny, tmp_path, capsys):
     assert _leftovers(tmp_path) == []
 
 
+def test_output_that_would_replace_the_input_is_refused_even_with_overwrite(tiny, tmp_path, capsys):
+    src, ds = tiny
+    for out in (src, src.parent):        # the input folder itself, or a folder holding it
+        assert main(["protect", "--data", str(src), "--method", "random", "--output", str(out), "--overwrite",
+                     "-q"]) == 2
+        err = capsys.readouterr().err
+        assert "would replace the input" in err and "Traceback" not in err
+    assert datasets.load_from_disk(str(src))["note"] == ds["note"]     # the input is still there, unchanged
+
+
 def test_unknown_method_leaves_no_output(tiny, tmp_path, capsys):
     src, _ = tiny
     out = tmp_path / "new" / "out"

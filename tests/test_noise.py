@@ -219,6 +219,28 @@ def test_failed_overwrite_keeps_old_files(tmp_path, monkeypatch):
     np.testing.assert_array_equal(load_noise(tmp_path / "n").steps, old.steps)
 
 
+def test_failed_swap_of_whole_folders_puts_the_old_one_back(tmp_path, monkeypatch):
+    """The last step of an overwrite (the new folder's rename onto the target) fails: the old folder is back at the
+    target and no hidden folder is left."""
+    from hf_unlearnable import _artefacts
+
+    old = make_noise("classwise", np.full((2, 4, 4, 3), 1))
+    old.save_pretrained(tmp_path / "n")
+    real = os.replace
+
+    def replace(src, dst):
+        if str(src).startswith(str(tmp_path / ".n.tmp-")):
+            raise OSError("device busy")
+        return real(src, dst)
+
+    monkeypatch.setattr(_artefacts.os, "replace", replace)
+    with pytest.raises(OSError, match="device busy"):
+        make_noise("classwise", np.full((2, 4, 4, 3), 5)).save_pretrained(tmp_path / "n")
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["n"]
+    np.testing.assert_array_equal(load_noise(tmp_path / "n").steps, old.steps)
+
+
 # -- row ids, not positions (methods.md pitfall 6) -----------------------------------------------------------------
 def test_samplewise_noise_follows_rows_after_shuffle(tiny_ds, crafted):
     for noise in (crafted["samplewise"], craft(tiny_ds, "random", seed=7)):
