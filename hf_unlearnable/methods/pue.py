@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -100,10 +101,13 @@ class ProvablyUnlearnable(ErrorMinimizing):
             return True
         return any(1 - h["error"] > cfg.switch_accuracy for h in history)
 
-    def _weight_noise(self, model: nn.Module) -> _WeightNoise:
-        if getattr(self, "_wn", None) is None or self._wn_model is not model:
-            self._wn = _WeightNoise(model, torch.Generator().manual_seed(self.config.seed + 1))
-            self._wn_model = model
+    def _weight_noise(self, model: nn.Module, history: list[dict]) -> _WeightNoise:
+        # one stream per round, seeded by the round: a run resumed from a checkpoint draws the same weight noise
+        key = (model, len(history))
+        if getattr(self, "_wn_key", None) != key:
+            seed = int(np.random.default_rng([self.config.seed, 1, len(history)]).integers(2**62))
+            self._wn = _WeightNoise(model, torch.Generator().manual_seed(seed))
+            self._wn_key = key
         return self._wn
 
     def _surrogate_step(self, trainer, x, y, history):
@@ -111,7 +115,7 @@ class ProvablyUnlearnable(ErrorMinimizing):
             return trainer.step(x, y)
         cfg = self.config
         model = trainer.model
-        wn = self._weight_noise(model)
+        wn = self._weight_noise(model, history)
         model.train()
         total = 0.0
         for sigma in cfg.levels:   # one SGD step per level, each averaging `avgtimes` weight draws
@@ -130,7 +134,7 @@ class ProvablyUnlearnable(ErrorMinimizing):
         if not self._switched_on(history):
             return super()._noise_step(model, x, y, delta, history)
         cfg = self.config
-        wn = self._weight_noise(model)
+        wn = self._weight_noise(model, history)
         was_training = model.training
         model.eval()
         eps = cfg.epsilon
