@@ -85,9 +85,35 @@ def open_artefact(path: str | os.PathLike, weights_name: str, what: str) -> tupl
                 "publisher for a safetensors export.") if pickles else ""
         raise ProtectionError(f"{what} {str(path)!r} has no {weights_name}.{hint}")
     try:
-        return folder, json.loads((folder / CONFIG_NAME).read_text())
+        config = json.loads((folder / CONFIG_NAME).read_text())
     except FileNotFoundError:
         raise ProtectionError(f"{what} {str(path)!r} has no {CONFIG_NAME}.") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtectionError(f"{what} {str(path)!r}: its {CONFIG_NAME} is not valid JSON ({exc}); the folder is "
+                              "damaged: save or download it again.") from None
+    if not isinstance(config, dict):
+        raise ProtectionError(f"{what} {str(path)!r}: its {CONFIG_NAME} is not a JSON object; the folder is damaged: "
+                              "save or download it again.")
+    return folder, config
+
+
+def read_safetensors(path: Path, what: str, required: tuple[str, ...], framework: str = "numpy") -> dict:
+    """The tensors of a safetensors file, or a ProtectionError naming the file when it is damaged or lacks one of
+    `required`."""
+    try:
+        if framework == "numpy":
+            from safetensors.numpy import load_file
+        else:
+            from safetensors.torch import load_file
+        tensors = load_file(str(path))
+    except Exception as exc:   # safetensors raises its own error type (and OSError, ValueError) for damaged files
+        raise ProtectionError(f"{what}: {path.name} cannot be read ({type(exc).__name__}: {exc}); the file is "
+                              "damaged: save or download it again.") from None
+    missing = [k for k in required if k not in tensors]
+    if missing:
+        raise ProtectionError(f"{what}: {path.name} has no tensor(s) {missing}; it was not written by this library "
+                              "or is damaged.")
+    return tensors
 
 
 # -- the Hub ---------------------------------------------------------------------------------------------------------
@@ -152,6 +178,8 @@ def _fetch_from_hub(spec: str, weights_name: str, what: str, revision, token, ca
         config_path = download(CONFIG_NAME)
         try:
             download(weights_name)
+        except err.LocalEntryNotFoundError:   # a subclass of EntryNotFoundError: offline, not a missing file
+            raise
         except err.EntryNotFoundError:
             files = _repo_files(spec, revision, token)
             pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
@@ -164,14 +192,13 @@ def _fetch_from_hub(spec: str, weights_name: str, what: str, revision, token, ca
                               "read (check the id; for a private repo pass token=).") from None
     except err.RevisionNotFoundError:
         raise ProtectionError(f"{what} repo {spec!r} has no revision {revision!r} (a branch, tag or commit sha).") from None
+    except err.LocalEntryNotFoundError:   # before EntryNotFoundError, its parent class
+        raise ProtectionError(f"{what} {spec!r} is not a local folder, not in the local Hub cache, and the Hub cannot "
+                              "be reached (offline?): check the path, or download the repo once online.") from None
     except err.EntryNotFoundError:
         raise ProtectionError(f"{what} repo {spec!r} (revision {revision or 'main'}) has no {CONFIG_NAME}: it is "
                               "not an hf_unlearnable artefact.") from None
-    except err.LocalEntryNotFoundError:
-        raise ProtectionError(f"{what} {spec!r} is not in the local Hub cache and the Hub cannot be reached "
-                              "(offline?); download it once online, or pass a local folder.") from None
-    folder = Path(config_path).parent
-    return folder, json.loads(Path(config_path).read_text())
+    return open_artefact(Path(config_path).parent, weights_name, f"{what} repo {spec!r}")
 
 
 def _repo_files(repo_id: str, revision: str | None, token) -> list[str]:

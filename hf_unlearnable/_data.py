@@ -46,6 +46,14 @@ def _is_image_feature(feature: Any) -> bool:
     return type(feature).__name__ == "Image"
 
 
+def _label_column_help(candidates: list[str], cols: list[str], fix: str) -> str:
+    if candidates:   # more than one
+        return (f"several columns could hold the labels ({candidates} among {cols}); this method needs labels: "
+                f"name one with {fix}.")
+    return (f"no label column found among {cols} (looked for a ClassLabel column or one of {list(LABEL_NAMES)}); "
+            f"this method needs labels: pass {fix}.")
+
+
 def find_columns(features: Any, column_names: Sequence[str], image_column: str | None,
                  label_column: str | None, need_label: bool) -> tuple[str, str | None]:
     """Pick the image and label columns from a Dataset's features, or check the ones the user named."""
@@ -69,10 +77,7 @@ def find_columns(features: Any, column_names: Sequence[str], image_column: str |
         named = [c for c in cols if c in LABEL_NAMES]
         pick = class_cols if len(class_cols) == 1 else named
         if len(pick) != 1:
-            raise ProtectionError(
-                f"no label column found among {cols} (looked for a ClassLabel column or one of {list(LABEL_NAMES)}); "
-                "this method needs labels: pass label_column='...'."
-            )
+            raise ProtectionError(_label_column_help(pick, cols, "label_column='...'"))
         label_column = pick[0]
     return image_column, label_column
 
@@ -108,10 +113,7 @@ def find_batch_columns(batch: dict, image_column: str | None, label_column: str 
         named = [c for c in cols if c in LABEL_NAMES]
         pick = class_cols if len(class_cols) == 1 else named
         if len(pick) != 1:
-            raise ProtectionError(
-                f"no label column found among {cols} (looked for a ClassLabel column or one of {list(LABEL_NAMES)}); "
-                "this method needs labels: pass protect(..., label_column='...')."
-            )
+            raise ProtectionError(_label_column_help(pick, cols, "protect(..., label_column='...')"))
         label_column = pick[0]
     elif label_column is not None and label_column not in batch:
         raise ProtectionError(f"label_column={label_column!r} is not a column; the columns are {cols}.")
@@ -128,7 +130,10 @@ def check_labels(values: Sequence[Any], column: str, num_classes: int | None,
         if v is None or isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise ProtectionError(f"{where}: label {v!r} is not an integer class index. Encode labels as ints "
                                   "(e.g. ds.class_encode_column(...)) or drop the row.")
-        if v < 0 or (num_classes is not None and v >= num_classes):
+        if v < 0:
+            raise ProtectionError(f"{where}: label {v} is negative; class indices start at 0. Fix the label or drop "
+                                  "the row.")
+        if num_classes is not None and v >= num_classes:
             raise ProtectionError(
                 f"{where}: label {v} is out of range [0, {num_classes}). Fix the label, or use a surrogate/noise "
                 f"made for this many classes.")
@@ -136,14 +141,34 @@ def check_labels(values: Sequence[Any], column: str, num_classes: int | None,
     return out
 
 
-def row_ids(batch: dict, images: Sequence[np.ndarray], id_column: str | None) -> list[str]:
+def row_ids(batch: dict, images: Sequence[np.ndarray], id_column: str | None,
+            indices: Sequence[int] | None = None) -> list[str]:
     """Stable ids: the id column when present, else a content hash of the original pixels."""
     col = id_column if id_column is not None else (ID_COLUMN if ID_COLUMN in batch else None)
     if col is not None:
         if col not in batch:
             raise ProtectionError(f"id_column={col!r} is not a column; the columns are {list(batch)}.")
+        for i, v in enumerate(batch[col]):
+            if v is None or str(v) == "":
+                where = f"row {indices[i]}" if indices is not None else f"row {i} of this batch"
+                raise ProtectionError(f"column {col!r}, {where}: the row id is {v!r}. Sample-wise noise "
+                                      f"is keyed by id: give every row its own id, or pass id_column= another column "
+                                      f"(without one, ids are hashes of the pixels).")
         return [str(v) for v in batch[col]]
     return [row_id(a) for a in images]
+
+
+def check_unique_ids(ids: Sequence[str], column: str | None) -> None:
+    """Ids from an id column must be unique: noise keyed by id would give one row another row's noise. (Pixel-hash ids
+    repeat only for identical images, which may share noise.)"""
+    if column is None or len(set(ids)) == len(ids):
+        return
+    first: dict[str, int] = {}
+    for i, v in enumerate(ids):
+        if v in first:
+            raise ProtectionError(f"column {column!r}: rows {first[v]} and {i} share the id {v!r}. Sample-wise noise "
+                                  "is keyed by id: make the ids unique, or pass id_column= another column.")
+        first[v] = i
 
 
 def load_labelled(dataset: Any, *, image_column: str | None = None, label_column: str | None = None,
@@ -186,7 +211,8 @@ def load_labelled(dataset: Any, *, image_column: str | None = None, label_column
         images.extend(imgs)
         if label_column is not None:
             labels.append(check_labels(batch[label_column], label_column, num_classes, idx))
-        ids.extend(row_ids(batch, imgs, id_column))
+        ids.extend(row_ids(batch, imgs, id_column, idx))
+    check_unique_ids(ids, id_column or (ID_COLUMN if ID_COLUMN in dataset.column_names else None))
     shapes = {a.shape for a in images}
     if same_shape and len(shapes) > 1:
         raise ProtectionError(

@@ -21,6 +21,8 @@ MAX_EPSILON = 64 / 255
 
 def check_epsilon(epsilon: float) -> float:
     """Validate an L-inf budget in [0, 1] pixel units and return it as float."""
+    if isinstance(epsilon, (bool, np.bool_)):
+        raise ProtectionError(f"epsilon={epsilon!r} is not a number; pass a float in pixel units, e.g. 8/255.")
     try:
         eps = float(epsilon)
     except (TypeError, ValueError):

@@ -68,7 +68,30 @@ def certified_learnability(accuracies: Sequence[float], *, q: float, sigma: floa
     return out
 
 
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value):
+        raise ProtectionError(f"{name}={value!r} must be a finite number.")
+    return float(value)
+
+
+def _etas(etas: Any, positive: bool = False) -> tuple[float, ...]:
+    """A non-empty sequence of finite radii, >= 0 (> 0 with `positive`)."""
+    if isinstance(etas, (str, bytes)) or not hasattr(etas, "__iter__"):
+        raise ProtectionError(f"etas={etas!r} must be a list of radii, e.g. etas=[0.5, 1.0].")
+    out = tuple(_number("eta", e) for e in etas)
+    if not out:
+        raise ProtectionError("etas=[] is empty: give at least one radius.")
+    if any(e < 0 or (positive and e == 0) for e in out):
+        raise ProtectionError(f"etas={list(out)} must be {'positive' if positive else 'non-negative'}.")
+    return out
+
+
 def _check(q: float, sigma: float, n: int, confidence: float, etas: Sequence[float]) -> None:
+    for name, value in (("q", q), ("sigma", sigma), ("confidence", confidence)):
+        _number(name, value)
+    if isinstance(n, bool):
+        raise ProtectionError(f"n={n} must be a positive integer (the paper uses 1000).")
     if not 0 < q < 1:
         raise ProtectionError(f"q={q} must be in (0, 1).")
     if not sigma > 0:
@@ -77,8 +100,6 @@ def _check(q: float, sigma: float, n: int, confidence: float, etas: Sequence[flo
         raise ProtectionError(f"n={n} must be a positive integer (the paper uses 1000).")
     if not 0 < confidence < 1:
         raise ProtectionError(f"confidence={confidence} must be in (0, 1).")
-    if any(e < 0 for e in etas):
-        raise ProtectionError(f"etas={list(etas)} must be non-negative.")
 
 
 @dataclass
@@ -144,14 +165,23 @@ def smoothed_accuracies(model: nn.Module, images: torch.Tensor, labels: torch.Te
     return out
 
 
-def _train_theta_hat(protected, victim: Any, epochs: int | None, seed: int, kw: dict, progress: bool):
-    P = load_labelled(protected, desc="Reading protected", **kw)
+def _same_task(P, T) -> None:
+    """Training and test data of one task: same image size, test labels among the training classes."""
+    if T.images.shape[1:] != P.images.shape[1:]:
+        raise ProtectionError(f"test images are {T.images.shape[1:]} but training images are {P.images.shape[1:]}.")
+    if int(T.labels.max()) >= P.num_classes:
+        bad = int(np.flatnonzero(T.labels >= P.num_classes)[0])
+        raise ProtectionError(f"test row {bad}: label {int(T.labels[bad])} is a class the training data does not "
+                              f"have ({P.num_classes} classes); test on the same classes.")
+
+
+def _train_theta_hat(P, victim: Any, epochs: int | None, seed: int, progress: bool):
     cfg = _victim(victim, epochs)
     torch.manual_seed(seed)
     model = build(cfg.arch, P.num_classes, cfg.width)
     x, y = _tensors(P)
     fit(model, x, y, cfg.train, seed=seed, progress=progress, desc="certify: training theta-hat")
-    return model, cfg, P
+    return model, cfg
 
 
 def certify(protected: Any, test: Any, *, q: float = 0.9, sigma: float = 0.25, n: int = 1000,
@@ -159,18 +189,28 @@ def certify(protected: Any, test: Any, *, q: float = 0.9, sigma: float = 0.25, n
             seed: int = 0, victim: Any = None, epochs: int | None = None, image_column: str | None = None,
             label_column: str | None = None, progress: bool = True) -> Certificate:
     """Certify the (q, eta)-learnability of protected data (see the module docstring)."""
-    etas = DEFAULT_ETAS if etas is None else tuple(etas)
+    etas = DEFAULT_ETAS if etas is None else _etas(etas)
     _check(q, sigma, n, confidence, etas)
+    if model is not None and not isinstance(model, nn.Module):
+        raise ProtectionError(f"model={model!r} must be a trained torch.nn.Module (theta-hat), or None to train one "
+                              "on the protected data (victim= names the architecture).")
     t0 = time.perf_counter()
     kw = dict(image_column=image_column, label_column=label_column)
     T = load_labelled(test, desc="Reading test", **kw)
     victim_info: dict = {"given": type(model).__name__} if model is not None else {}
     n_train = None
     if model is None:
-        model, cfg, P = _train_theta_hat(protected, victim, epochs, seed, kw, progress)
+        P = load_labelled(protected, desc="Reading protected", **kw)
+        _same_task(P, T)
+        model, cfg = _train_theta_hat(P, victim, epochs, seed, progress)
         victim_info, n_train = cfg.to_dict(), len(P)
     model.eval()
     tx, ty = _tensors(T)
+    with torch.no_grad():
+        outputs = model(tx[:1].float().to(next(model.parameters()).device) / 255).shape[-1]
+    if int(ty.max()) >= outputs:
+        raise ProtectionError(f"the model has {outputs} outputs but the test data has label {int(ty.max())}; "
+                              "certify a model of the test data's classes.")
     base = accuracy(model, tx, ty)
     accs = smoothed_accuracies(model, tx, ty, sigma=sigma, n=n, seed=seed, progress=progress)
     entries = certified_learnability(accs, q=q, sigma=sigma, etas=etas, confidence=confidence)
@@ -200,9 +240,15 @@ def recover(model: nn.Module, clean: Any, test: Any, *, etas: Sequence[float] = 
             image_column: str | None = None, label_column: str | None = None, progress: bool = True) -> dict:
     """Weight-recovery attack: fine-tune a copy of `model` (theta-hat) on `clean` for each eta, projected onto the
     eta-sphere around theta-hat after every step; returns {"base_accuracy", "curve": [{eta, test_accuracy}]}."""
+    etas = _etas(etas, positive=True)
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ProtectionError(f"epochs={epochs!r} must be a positive integer.")
+    if not _number("lr", lr) > 0:
+        raise ProtectionError(f"lr={lr!r} must be positive.")
     kw = dict(image_column=image_column, label_column=label_column)
     C = load_labelled(clean, desc="Reading clean", **kw)
     T = load_labelled(test, desc="Reading test", **kw)
+    _same_task(C, T)
     cx, cy = _tensors(C)
     tx, ty = _tensors(T)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, label_smoothing=0.0, augment=True)

@@ -53,11 +53,14 @@ def parse_epsilon(text: str) -> float:
 
 
 def parse_option_value(text: str) -> Any:
-    """JSON when possible (ints, floats, true/false, null, lists), a fraction 'a/b' as a float, else the string."""
+    """JSON when possible (ints, floats, true/false, null, lists), Python's True/False/None, a fraction 'a/b' as a
+    float, else the string."""
     try:
         return json.loads(text)
     except ValueError:
         pass
+    if text in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[text]
     if "/" in text:
         try:
             return _fraction(text)
@@ -137,7 +140,13 @@ def load_source(src: str, split: str):
             ds = ds[split]
         return ds
     if (path / f"{split}.parquet").exists():
-        return load_cifar10(split, str(path))
+        try:
+            return load_cifar10(split, str(path))
+        except ProtectionError:
+            raise
+        except Exception as exc:  # pyarrow / datasets raise several types for a damaged Parquet file
+            raise ProtectionError(f"cannot read {str(path / f'{split}.parquet')!r} ({type(exc).__name__}: {exc}); "
+                                  "the file is damaged or not Parquet.") from None
     raise ProtectionError(f"{src!r} is neither a save_to_disk folder nor a folder with {split}.parquet; pass "
                           f"{SOURCES_HELP}.")
 
@@ -145,6 +154,9 @@ def load_source(src: str, split: str):
 # -- atomic outputs ------------------------------------------------------------------------------------------------
 def check_output(output: str, overwrite: bool, *inputs: str | None) -> Path:
     target = Path(os.path.expanduser(output))
+    blocking = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ProtectionError(f"--output {output!r}: {str(blocking)!r} is a file, not a folder; choose another path.")
     for src in inputs:   # --overwrite must never replace (or swallow) what the command reads
         if src is None or not Path(os.path.expanduser(src)).exists():
             continue
@@ -157,6 +169,19 @@ def check_output(output: str, overwrite: bool, *inputs: str | None) -> Path:
     if target.exists() and not target.is_dir():
         raise ProtectionError(f"--output {output!r} exists and is not a folder; remove it or choose another path.")
     return target
+
+
+def check_file_outputs(**paths: str | None) -> None:
+    """Refuse report paths that cannot be written, before any training (not after it, losing the results)."""
+    for flag, path in paths.items():
+        if path is None:
+            continue
+        target = Path(os.path.expanduser(path))
+        if target.is_dir():
+            raise ProtectionError(f"--{flag} {path!r} is a folder; pass a file path.")
+        blocking = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise ProtectionError(f"--{flag} {path!r}: {str(blocking)!r} is a file, not a folder.")
 
 
 # -- logging and progress ------------------------------------------------------------------------------------------
@@ -423,6 +448,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from . import evaluate
     from .defences import get_defence
 
+    check_file_outputs(json=args.json, markdown=args.markdown)
     for d in args.defences:
         get_defence(d)
     for r in args.mix:
@@ -688,6 +714,7 @@ def _add_certify(sub) -> None:
 def cmd_certify(args: argparse.Namespace) -> int:
     from . import certify
 
+    check_file_outputs(json=args.json)
     cert = certify(load_source(args.protected, args.protected_split), load_source(args.test, args.test_split),
                    q=args.q, sigma=args.sigma, n=args.n, confidence=args.confidence, etas=args.etas,
                    seed=args.seed, victim=args.victim, epochs=args.epochs, progress=args.quiet == 0)
@@ -719,10 +746,12 @@ def _add_recover(sub) -> None:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
+    from ._data import load_labelled
     from .certify import _train_theta_hat, recover
 
-    model, _, _ = _train_theta_hat(load_source(args.protected, args.protected_split), args.victim, args.epochs,
-                                   args.seed, {}, args.quiet == 0)
+    check_file_outputs(json=args.json)
+    protected = load_labelled(load_source(args.protected, args.protected_split), desc="Reading protected")
+    model, _ = _train_theta_hat(protected, args.victim, args.epochs, args.seed, args.quiet == 0)
     res = recover(model, load_source(args.clean, args.clean_split), load_source(args.test, args.test_split),
                   etas=args.etas, epochs=args.recover_epochs, lr=args.lr, seed=args.seed,
                   progress=args.quiet == 0)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ._data import LabelledImages, load_labelled
+from ._images import MAX_EPSILON
 from .defences import TRAINING_OPTIONS, get_defence
 from .errors import ProtectionError
 from .surrogates.nets import build
@@ -44,6 +45,8 @@ class VictimConfig:
 
 
 def _victim(victim: Any, epochs: int | None) -> VictimConfig:
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1):
+        raise ProtectionError(f"epochs={epochs!r} must be a positive integer (or None for the victim's default).")
     if victim is None:
         return VictimConfig.auto(epochs)
     if isinstance(victim, VictimConfig):
@@ -53,7 +56,15 @@ def _victim(victim: Any, epochs: int | None) -> VictimConfig:
         if victim == "resnet18":
             cfg.width = 64
     elif isinstance(victim, dict):
-        train = TrainConfig(**victim.get("train", {}))
+        unknown = sorted(set(victim) - {"arch", "width", "train"})
+        try:
+            if unknown:
+                raise TypeError(f"unknown key(s) {unknown}")
+            train = TrainConfig(**victim.get("train", {}))
+        except (TypeError, ValueError) as exc:
+            raise ProtectionError(f"victim={victim!r}: {exc}. The dict takes 'arch', 'width' and 'train' (the "
+                                  f"fields of training.TrainConfig: {sorted(TrainConfig.__dataclass_fields__)}).") \
+                from None
         cfg = VictimConfig(victim.get("arch", "convnet"), victim.get("width"), train)
     else:
         raise ProtectionError(f"victim={victim!r}: pass None (auto), an architecture name, a dict or a VictimConfig.")
@@ -122,6 +133,17 @@ def _aligned(protected: LabelledImages, clean: LabelledImages) -> None:
     if protected.images.shape != clean.images.shape:
         raise ProtectionError(f"image shapes differ: protected {protected.images.shape[1:]}, clean "
                               f"{clean.images.shape[1:]}.")
+    # the same rows before protection: most rows no further from their protected twin than the largest budget (a
+    # median, so a release that went through lossy re-encoding still passes; other images are far on every row)
+    limit = round(MAX_EPSILON * 255)
+    gaps = np.concatenate([np.abs(protected.images[s:s + 1000].astype(np.int16) - clean.images[s:s + 1000])
+                           .reshape(len(clean.images[s:s + 1000]), -1).max(1) for s in range(0, len(clean), 1000)])
+    if np.median(gaps) > limit:
+        far = np.flatnonzero(gaps > limit)
+        raise ProtectionError(f"clean= does not hold the rows the protected data was made from: {len(far)} of "
+                              f"{len(gaps)} rows (first: row {int(far[0])}) differ from their protected twin by more "
+                              f"than any protection budget ({limit}/255) in some pixel. Pass the unprotected dataset, "
+                              "row for row in the same order.")
 
 
 def mix_rows(n: int, ratio: float, seed: int) -> np.ndarray:
@@ -149,10 +171,19 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
     compared on the same rows can share one set of baselines).
     """
     t_start = time.perf_counter()
-    ratios = [float(r) for r in mix]
+    if isinstance(mix, (int, float, np.number)):
+        mix = [mix]
+    if isinstance(defences, str):
+        defences = [defences]
+    try:
+        ratios = [float(r) for r in mix]
+    except (TypeError, ValueError):
+        raise ProtectionError(f"mix={mix!r} must be a list of shares in (0, 1], e.g. mix=[1.0, 0.5].") from None
     for r in ratios:
         if not 0 < r <= 1:
             raise ProtectionError(f"mix ratio {r} must be in (0, 1]: the share of rows that are protected.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ProtectionError(f"seed={seed!r} must be an integer.")
     defence_fns = {d: get_defence(d) for d in defences}
     cfg = _victim(victim, epochs)
     kw = dict(image_column=image_column, label_column=label_column)
@@ -166,7 +197,15 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
                               "clean-only control.")
     if T.images.shape[1:] != P.images.shape[1:]:
         raise ProtectionError(f"test images are {T.images.shape[1:]} but training images are {P.images.shape[1:]}.")
-    num_classes = max(P.num_classes, T.num_classes)
+    if P.class_names and T.class_names and list(P.class_names) != list(T.class_names):
+        raise ProtectionError(f"the protected and test data name their classes differently ({P.class_names} vs "
+                              f"{T.class_names}); a victim would be scored against other classes. Align the label "
+                              "columns (e.g. test.align_labels_with_mapping(...)).")
+    if int(T.labels.max()) >= P.num_classes:
+        bad = int(np.flatnonzero(T.labels >= P.num_classes)[0])
+        raise ProtectionError(f"test row {bad}: label {int(T.labels[bad])} is a class the training data does not "
+                              f"have ({P.num_classes} classes); test on the same classes.")
+    num_classes = P.num_classes
 
     n = len(P)
     runs: list[tuple[str, float, np.ndarray, np.ndarray]] = []   # (train_set, r, images, labels)

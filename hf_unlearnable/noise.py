@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._artefacts import CONFIG_NAME, atomic_dir, fetch_artefact, push_artefact, render_card
+from ._artefacts import CONFIG_NAME, atomic_dir, fetch_artefact, push_artefact, read_safetensors, render_card
 from ._images import check_epsilon, epsilon_levels
 from .errors import ProtectionError
 
@@ -180,8 +180,6 @@ class Noise:
         Never unpickles anything: pickle files in the folder or repo are not even read, and a repo that has only
         pickles is refused with an error that names them.
         """
-        from safetensors.numpy import load_file
-
         folder, cfg_dict = fetch_artefact(pretrained_noise_name_or_path, WEIGHTS_NAME, "noise", revision=revision,
                                           token=token, cache_dir=cache_dir, force_download=force_download,
                                           local_files_only=local_files_only)
@@ -189,10 +187,19 @@ class Noise:
             raise ProtectionError(f"noise {str(pretrained_noise_name_or_path)!r}: its {CONFIG_NAME} is not a noise "
                                   "config (no 'method'/'kind'); is it a model repo?")
         known = set(NoiseConfig.__dataclass_fields__)
-        cfg = NoiseConfig(**{k: v for k, v in cfg_dict.items() if k in known})
-        tensors = load_file(str(folder / WEIGHTS_NAME))
+        what = f"noise {str(pretrained_noise_name_or_path)!r}"
+        try:
+            cfg = NoiseConfig(**{k: v for k, v in cfg_dict.items() if k in known})
+        except (TypeError, ValueError) as exc:       # a required field missing or of the wrong type
+            raise ProtectionError(f"{what}: its {CONFIG_NAME} is damaged ({exc}); save or download it again.") \
+                from None
+        tensors = read_safetensors(folder / WEIGHTS_NAME, what, ("steps",))
         ids = _decode_ids(tensors["ids"]) if "ids" in tensors else None
-        return cls(tensors["steps"], cfg, ids)
+        try:
+            return cls(tensors["steps"], cfg, ids)
+        except (TypeError, ValueError) as exc:   # e.g. epsilon or image_shape of the wrong type
+            raise ProtectionError(f"{what}: its {CONFIG_NAME} does not describe its {WEIGHTS_NAME} ({exc}); the "
+                                  "folder is damaged: save or download it again.") from None
 
     def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
                     token: str | bool | None = None, branch: str | None = None, create_pr: bool = False,

@@ -104,6 +104,8 @@ class ProtectTransform:
         method = self._get_method() if self.noise is None else None
         need_label = (self.noise is not None and self.noise.kind == "classwise") or bool(method and method.uses_labels)
         img_col, lab_col = find_batch_columns(batch, self.image_column, self.label_column, need_label)
+        if self.noise is not None and self.noise.kind == "classwise" and lab_col is not None:
+            _check_class_names(self.noise, batch, lab_col)
         images = decode_images(_image_cells(batch, img_col, indices), img_col, indices)
         if not images:
             return {img_col: []}
@@ -111,7 +113,7 @@ class ProtectTransform:
         if lab_col is not None and need_label:
             num_classes = (len(self.noise) if self.noise is not None else getattr(method, "num_classes", None))
             labels = check_labels(batch[lab_col], lab_col, num_classes, indices)
-        ids = row_ids(batch, images, self.id_column)
+        ids = row_ids(batch, images, self.id_column, indices)
         out: list[Any] = [None] * len(images)
         if self.noise is not None:
             steps = self.noise.steps_for(labels, ids, [a.shape for a in images], indices)
@@ -199,3 +201,18 @@ def protect(method: str | None = None, *, noise: Noise | None = None, epsilon: f
     (e.g. `protect(method="em", steps=10)`).
     """
     return ProtectTransform(method, noise, epsilon, seed, image_column, label_column, id_column, options)
+
+
+def _check_class_names(noise, batch, label_column: str) -> None:
+    """Class-wise noise is applied by label index: the dataset's ClassLabel names must be the noise's, in the same
+    order (noise crafted on ["cat", "dog"] would give "dog" rows the cat pattern on ["dog", "cat"])."""
+    features = getattr(getattr(batch, "formatter", None), "features", None)
+    feat = features.get(label_column) if features is not None else None
+    names = list(getattr(feat, "names", None) or [])
+    ours = list(noise.config.class_names or [])
+    if not names or not ours or ours == [str(k) for k in range(len(ours))]:   # unnamed on either side
+        return
+    if names != ours:
+        raise ProtectionError(f"column {label_column!r} names its classes {names}, but this class-wise noise was "
+                              f"crafted for {ours}: a row would get another class's pattern. Reorder the labels "
+                              "(ds.align_labels_with_mapping(...)) or craft noise for this dataset.")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hf_unlearnable import ProtectionError
-from hf_unlearnable.certify import (certified_learnability, order_statistic_k, project_to_sphere,
+from hf_unlearnable.certify import (certified_learnability, certify, order_statistic_k, project_to_sphere, recover,
                                     smoothed_accuracies)
 from hf_unlearnable.surrogates.nets import build
 
@@ -69,6 +69,31 @@ def test_bad_arguments_are_protection_errors():
         _check(1.5, 0.25, 10, 0.99, [0.1])
     with pytest.raises(ProtectionError, match="sigma="):
         _check(0.9, 0.0, 10, 0.99, [0.1])
+    for kwargs, name in ((dict(q="0.9"), "q="), (dict(sigma=None), "sigma="), (dict(n=True), "n="),
+                         (dict(etas=[]), "empty"), (dict(etas=0.1), "etas="), (dict(etas=[float("nan")]), "eta="),
+                         (dict(model="resnet18"), "nn.Module")):
+        with pytest.raises(ProtectionError, match=name):
+            certify(None, None, **kwargs)
+
+
+def test_certify_and_recover_check_that_train_and_test_are_one_task(tmp_path):
+    import datasets
+
+    train = datasets.load_from_disk(_tiny_disk_dataset(tmp_path, n=8))
+    small = datasets.Dataset.from_dict({"img": [np.zeros((16, 16, 3), np.uint8)] * 2, "label": [0, 1]},
+                                       features=datasets.Features(img=datasets.Image(), label=datasets.Value("int64")))
+    with pytest.raises(ProtectionError, match=r"test images are \(16, 16, 3\)"):
+        certify(train, small, epochs=1, progress=False)
+    wide = datasets.Dataset.from_dict({"img": [np.zeros((32, 32, 3), np.uint8)] * 2, "label": [0, 7]},
+                                      features=datasets.Features(img=datasets.Image(), label=datasets.Value("int64")))
+    with pytest.raises(ProtectionError, match="test row 1: label 7"):
+        certify(train, wide, epochs=1, progress=False)
+    model = build("convnet", 4, 8)
+    with pytest.raises(ProtectionError, match="4 outputs.*label 7"):
+        certify(None, wide, model=model, n=2, progress=False)
+    for kwargs, name in ((dict(etas=[]), "empty"), (dict(epochs=0), "epochs="), (dict(lr=-1), "lr=")):
+        with pytest.raises(ProtectionError, match=name):
+            recover(model, train, train, progress=False, **kwargs)
 
 
 def _tiny_disk_dataset(tmp_path, n=40, seed=0):

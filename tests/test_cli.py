@@ -159,6 +159,11 @@ def test_failure_inside_map_leaves_no_output(tiny, tmp_path, capsys):
 
 def test_bad_inputs_are_clean_errors(tiny, tmp_path, capsys):
     src, _ = tiny
+    afile = tmp_path / "a-file"
+    afile.write_text("not a folder")
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "train.parquet").write_bytes(b"PAR1 not really parquet")
     cases = [
         ["protect", "--data", str(tmp_path / "missing"), "--method", "random", "--output", str(tmp_path / "o")],
         ["protect", "--data", str(src), "--method", "random", "--option", "steps", "--output", str(tmp_path / "o")],
@@ -167,6 +172,14 @@ def test_bad_inputs_are_clean_errors(tiny, tmp_path, capsys):
         ["craft", "--data", str(src), "--method", "random", "--mode", "classwise", "--output", str(tmp_path / "o")],
         ["evaluate", "--protected", str(src), "--test", str(src), "--mix", "0.5"],
         ["evaluate", "--protected", str(src), "--test", str(src), "--defences", "blur"],
+        # paths that cannot be written: refused before any work (a report path that is a folder, a file in the way)
+        ["evaluate", "--protected", str(src), "--test", str(src), "--json", str(tmp_path)],
+        ["protect", "--data", str(src), "--method", "random", "--output", str(afile / "o")],
+        ["craft", "-q", "--data", str(src), "--method", "em", "--mode", "classwise", "--checkpoint-dir", str(afile),
+         "--output", str(tmp_path / "o")],
+        ["protect", "--data", str(damaged), "--method", "random", "--output", str(tmp_path / "o")],
+        ["protect", "--data", str(src), "--method", "em", "--option", "random_start=yes", "--output",
+         str(tmp_path / "o")],
     ]
     for argv in cases:
         assert main(argv) == 2, argv

@@ -124,11 +124,24 @@ def test_label_out_of_range_for_classwise_noise(make_ds):
     assert "row 11" in msg and "'label'" in msg and "12" in msg and "out of range" in msg and "[0, 10)" in msg
 
 
+def test_classwise_noise_for_other_class_names_is_refused(make_ds):
+    from datasets import ClassLabel
+
+    names = [f"c{k}" for k in range(10)]
+    ds = make_ds(images=tiny_images(10), label_feature=ClassLabel(names=names))
+    noise = craft(ds, "em", **EM_FAST)
+    assert noise.config.class_names == names
+    ds.map(protect(noise=noise), batched=True)                      # its own names: fine
+    swapped = make_ds(images=tiny_images(10), label_feature=ClassLabel(names=names[::-1]))
+    with pytest.raises(ProtectionError, match=r"names its classes \['c9'.*crafted for \['c0'"):
+        swapped.map(protect(noise=noise), batched=True)
+
+
 def test_negative_or_non_integer_label_in_craft(make_ds):
     labels = [i % 10 for i in range(20)]
     labels[6] = -1
     ds = make_ds(images=tiny_images(20), labels=labels, label_feature=Value("int64"))
-    with pytest.raises(ProtectionError, match=r"'label', row 6.*-1.*out of range"):
+    with pytest.raises(ProtectionError, match=r"'label', row 6.*-1.*negative"):
         craft(ds, "em", **EM_FAST)
     ds = make_ds(images=tiny_images(20), labels=[str(i % 10) for i in range(20)], label_feature=Value("string"))
     with pytest.raises(ProtectionError, match=r"'label', row 0.*not an integer.*class_encode_column"):
@@ -235,6 +248,10 @@ def test_unknown_option_lists_known(tiny_ds):
     (dict(subset=0.0), "subset"),
     (dict(step_size=16 / 255), "step_size"),
     (dict(seed="zero"), "seed"),
+    (dict(random_start="False"), "random_start.*True or False"),   # a string never switches an option on
+    (dict(steps=True), "steps"),
+    (dict(step_size="0.01"), "step_size.*number"),
+    (dict(lr=-1), "lr"),
 ])
 def test_bad_option_values_name_the_option(tiny_ds, options, name):
     with pytest.raises(ProtectionError, match=name):
@@ -327,6 +344,44 @@ def test_clean_not_aligned_with_protected(tiny_ds):
     shuffled = tiny_ds.shuffle(seed=0)
     with pytest.raises(ProtectionError, match=r"row \d+: label differs"):
         evaluate(tiny_ds, tiny_ds, clean=shuffled, mix=[0.5], epochs=1, progress=False)
+
+
+@pytest.mark.parametrize("method,options,name", [
+    ("bayes", dict(sigma=True), "sigma"),
+    ("bayes", dict(augment_draws=1.5), "augment_draws"),
+    ("pue", dict(avgtimes=1.5), "avgtimes"),
+])
+def test_option_types_are_checked_for_every_method(method, options, name):
+    with pytest.raises(ProtectionError, match=name):
+        METHODS[method].config_class.from_options(method, **options)
+
+
+def test_clean_that_is_not_the_protected_rows_is_refused(tiny_ds, make_ds):
+    other = make_ds(images=tiny_images(len(tiny_ds), seed=5))      # same labels, other images
+    with pytest.raises(ProtectionError, match=r"clean= does not hold the rows.*first: row \d+"):
+        evaluate(tiny_ds, tiny_ds, clean=other, mix=[0.5], epochs=1, progress=False)
+
+
+def test_evaluate_arguments_of_the_wrong_kind(tiny_ds, make_ds):
+    for kwargs, name in ((dict(epochs=0), "epochs"), (dict(epochs="a"), "epochs"), (dict(seed="x"), "seed"),
+                         (dict(mix=["a"]), "mix"), (dict(victim={"train": {"epoch": 1}}), "TrainConfig")):
+        with pytest.raises(ProtectionError, match=name):
+            evaluate(tiny_ds, tiny_ds, progress=False, **{"epochs": 1, **kwargs})
+    test = make_ds(images=tiny_images(4), labels=[0, 1, 2, 10], label_feature=Value("int64"))
+    train = make_ds(images=tiny_images(8), label_feature=Value("int64"))
+    with pytest.raises(ProtectionError, match=r"test row 3: label 10 .*training data does not have"):
+        evaluate(train, test, epochs=1, progress=False)
+
+
+def test_duplicate_or_missing_ids_in_an_id_column(make_ds):
+    ds = make_ds(images=tiny_images(6))
+    with pytest.raises(ProtectionError, match=r"column 'id': rows 0 and 2 share the id '0'"):
+        craft(ds.add_column("id", [0, 1, 0, 1, 0, 1]), "random")
+    with pytest.raises(ProtectionError, match=r"column 'id', row 0: the row id is None"):
+        craft(ds.add_column("id", [None] * 6), "random")
+    with pytest.raises(ProtectionError, match=r"column 'id', row 4: the row id is ''"):
+        ds.add_column("id", ["a", "b", "c", "d", "", "f"]).map(protect(method="random"), batched=True,
+                                                                with_indices=True)
 
 
 def test_features_are_respected_for_non_image_column(tiny_ds):

@@ -140,6 +140,38 @@ def test_missing_files(tmp_path):
         load_noise(path)
 
 
+@pytest.mark.parametrize("damage,message", [
+    (lambda d: (d / CONFIG_NAME).write_text("{not json"), "not valid JSON"),
+    (lambda d: (d / CONFIG_NAME).write_text("[1, 2]"), "not a JSON object"),
+    (lambda d: (d / WEIGHTS_NAME).write_bytes(b"garbage"), "cannot be read.*damaged"),
+    (lambda d: _edit_config(d, epsilon=None), "damaged"),
+    (lambda d: _edit_config(d, image_shape=None), "damaged"),
+    (lambda d: __import__("safetensors.numpy").numpy.save_file({"x": np.zeros(1)}, str(d / WEIGHTS_NAME)),
+     r"no tensor\(s\) \['steps'\]"),
+])
+def test_damaged_folder_is_a_clear_error(tmp_path, damage, message):
+    path = make_noise("classwise", np.zeros((2, 4, 4, 3))).save_pretrained(tmp_path / "n")
+    damage(path)
+    with pytest.raises(ProtectionError, match=message):
+        load_noise(path)
+
+
+def _edit_config(folder, **changes):
+    cfg = json.loads((folder / CONFIG_NAME).read_text())
+    cfg.update(changes)
+    (folder / CONFIG_NAME).write_text(json.dumps(cfg))
+
+
+def test_a_mistyped_local_path_offline_is_not_blamed_on_the_hub(tmp_path, monkeypatch):
+    """Offline, a path that is neither a folder here nor in the Hub cache: the error says so (it used to say the
+    repo had no config.json)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ProtectionError, match="not a local folder, not in the local Hub cache"):
+        load_noise("noise/em-cw", cache_dir=str(tmp_path / "cache"))
+
+
 # -- the budget check --------------------------------------------------------------------------------------------
 def test_steps_beyond_epsilon_rejected():
     with pytest.raises(ProtectionError, match="budget"):

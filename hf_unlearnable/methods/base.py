@@ -58,6 +58,33 @@ class MethodConfig:
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
             raise ProtectionError(f"seed={self.seed!r} must be an integer.")
         self.seed = int(self.seed)
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), f.type)
+
+
+_SIMPLE_TYPES = {"bool", "int", "float", "str", "None"}
+
+
+def _check_type(name: str, value: Any, annotation: Any) -> None:
+    """The declared type of a simple option (bool / int / float / str, optionally | None), so that a string "False"
+    never switches an option on and "0.01" never reaches a comparison. Other annotations are the method's to check."""
+    allowed = {t.strip() for t in str(annotation).split("|")}
+    if not allowed <= _SIMPLE_TYPES:
+        return
+    if value is None:
+        ok = "None" in allowed
+    elif isinstance(value, (bool, np.bool_)):
+        ok = "bool" in allowed
+    elif isinstance(value, (int, np.integer)):
+        ok = bool(allowed & {"int", "float"})
+    elif isinstance(value, (float, np.floating)):
+        ok = "float" in allowed
+    else:
+        ok = isinstance(value, str) and "str" in allowed
+    if not ok:
+        words = {"bool": "True or False", "int": "an integer", "float": "a number", "str": "a string", "None": "None"}
+        want = " or ".join(words[t] for t in ("bool", "int", "float", "str", "None") if t in allowed)
+        raise ProtectionError(f"{name}={value!r} must be {want} (got {type(value).__name__}).")
 
 
 def _jsonable(value: Any) -> Any:

@@ -82,6 +82,8 @@ class EMConfig(MethodConfig):
             raise ProtectionError(f"stop_error={self.stop_error!r} must be in [0, 1).")
         if not 0 < self.step_size <= self.epsilon:
             raise ProtectionError(f"step_size={self.step_size!r} must be in (0, epsilon].")
+        if not self.lr > 0:
+            raise ProtectionError(f"lr={self.lr!r} must be a positive number.")
 
 
 def pgd_min(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor, *, epsilon: float,
@@ -134,7 +136,12 @@ class _Checkpoint:
     safetensors file are read from state.json)."""
 
     def __init__(self, directory: str | os.PathLike | None, config: dict, fingerprint: str):
-        self.dir = Path(directory) if directory is not None else None
+        self.dir = Path(directory).expanduser() if directory is not None else None
+        if self.dir is not None:
+            blocking = next((p for p in (self.dir, *self.dir.parents) if p.exists() and not p.is_dir()), None)
+            if blocking is not None:
+                raise ProtectionError(f"checkpoint_dir={str(directory)!r}: {str(blocking)!r} is a file, not a "
+                                      "folder; choose another checkpoint directory.")
         self.meta = {"config": config, "data": fingerprint}
 
     def load(self) -> tuple[dict, dict] | None:

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from .._artefacts import CONFIG_NAME, atomic_dir, fetch_artefact, is_local, push_artefact, render_card
+from .._artefacts import (CONFIG_NAME, atomic_dir, fetch_artefact, is_local, push_artefact, read_safetensors,
+                          render_card)
 from ..errors import ProtectionError
 from .nets import ARCHITECTURES, build
 
@@ -160,17 +161,24 @@ class Surrogate(torch.nn.Module):
         A transformers image-classification checkpoint (its config.json has a `model_type`) is loaded with
         `from_transformers`. Pickle files are never read: a repo or folder holding only pickles is refused.
         """
-        from safetensors.torch import load_file
-
         kw = dict(revision=revision, token=token, cache_dir=cache_dir, force_download=force_download,
                   local_files_only=local_files_only)
         folder, cfg_dict = fetch_artefact(pretrained_model_name_or_path, WEIGHTS_NAME, "surrogate", **kw)
         if "model_type" in cfg_dict and "arch" not in cfg_dict:
             return cls.from_transformers(pretrained_model_name_or_path, **kw)
         known = set(SurrogateConfig.__dataclass_fields__)
-        config = SurrogateConfig(**{k: v for k, v in cfg_dict.items() if k in known})
+        what = f"surrogate {str(pretrained_model_name_or_path)!r}"
+        try:
+            config = SurrogateConfig(**{k: v for k, v in cfg_dict.items() if k in known})
+        except (TypeError, ValueError) as exc:       # a required field missing or of the wrong type
+            raise ProtectionError(f"{what}: its {CONFIG_NAME} is damaged ({exc}); save or download it again.") \
+                from None
         sur = cls(config, name_or_path=str(pretrained_model_name_or_path))
-        sur.model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
+        try:
+            sur.model.load_state_dict(read_safetensors(folder / WEIGHTS_NAME, what, (), framework="torch"))
+        except RuntimeError as exc:     # missing / unexpected keys or shapes: not the architecture of its config
+            raise ProtectionError(f"{what}: {WEIGHTS_NAME} does not fit the architecture its {CONFIG_NAME} names "
+                                  f"({str(exc).splitlines()[0]}).") from None
         sur.eval()
         return sur
 
