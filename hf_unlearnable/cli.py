@@ -687,6 +687,8 @@ def _add_theta_hat_options(p: argparse.ArgumentParser) -> None:
                    help="epochs to train theta-hat. Default: 60 on CUDA, 30 on CPU.")
     p.add_argument("--seed", type=int, default=0, help="seeds theta-hat's training and the draws. Default: 0.")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the result as JSON. Default: no.")
+    p.add_argument("--image-column", default=None, help="image column of every dataset. Default: detected.")
+    p.add_argument("--label-column", default=None, help="label column of every dataset. Default: detected.")
     _add_verbosity(p)
 
 
@@ -717,7 +719,8 @@ def cmd_certify(args: argparse.Namespace) -> int:
     check_file_outputs(json=args.json)
     cert = certify(load_source(args.protected, args.protected_split), load_source(args.test, args.test_split),
                    q=args.q, sigma=args.sigma, n=args.n, confidence=args.confidence, etas=args.etas,
-                   seed=args.seed, victim=args.victim, epochs=args.epochs, progress=args.quiet == 0)
+                   seed=args.seed, victim=args.victim, epochs=args.epochs, image_column=args.image_column,
+                   label_column=args.label_column, progress=args.quiet == 0)
     print(cert.to_markdown())
     if args.json:
         write_text_atomic(args.json, json.dumps(cert.to_dict(), indent=2))
@@ -750,11 +753,12 @@ def cmd_recover(args: argparse.Namespace) -> int:
     from .certify import _train_theta_hat, recover
 
     check_file_outputs(json=args.json)
-    protected = load_labelled(load_source(args.protected, args.protected_split), desc="Reading protected")
+    cols = dict(image_column=args.image_column, label_column=args.label_column)
+    protected = load_labelled(load_source(args.protected, args.protected_split), desc="Reading protected", **cols)
     model, _ = _train_theta_hat(protected, args.victim, args.epochs, args.seed, args.quiet == 0)
     res = recover(model, load_source(args.clean, args.clean_split), load_source(args.test, args.test_split),
                   etas=args.etas, epochs=args.recover_epochs, lr=args.lr, seed=args.seed,
-                  progress=args.quiet == 0)
+                  progress=args.quiet == 0, **cols)
     print(f"theta-hat test accuracy: {100 * res['base_accuracy']:.2f} %\n\n| eta | test accuracy after recovery |\n|---|---|")
     for point in res["curve"]:
         print(f"| {point['eta']:g} | {100 * point['test_accuracy']:.2f} % |")
@@ -858,11 +862,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return int(args.func(args) or 0)
         except ProtectionError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {exc}{_command_line_hint(str(exc))}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+
+
+def _command_line_hint(message: str) -> str:
+    """The library's messages name Python arguments; on the command line the same fix is a flag."""
+    flags = [f"--{name.replace('_', '-')}" for name in ("image_column", "label_column", "id_column")
+             if f"{name}=" in message]
+    return f"\n(on the command line: {' / '.join(flags)})" if flags else ""
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -188,6 +188,15 @@ def test_bad_inputs_are_clean_errors(tiny, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_errors_that_name_a_python_argument_also_name_the_flag(tiny, tmp_path, capsys):
+    _, ds = tiny
+    src = tmp_path / "nolabel"
+    ds.rename_column("label", "y").cast_column("y", datasets.Value("int64")).save_to_disk(str(src))
+    assert main(["protect", "--data", str(src), "--method", "em", "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "label_column=" in err and "(on the command line: --label-column)" in err
+
+
 def test_parse_helpers():
     assert parse_epsilon("8/255") == pytest.approx(8 / 255)
     assert parse_epsilon("0.03") == pytest.approx(0.03)
