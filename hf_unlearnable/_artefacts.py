@@ -97,6 +97,16 @@ def open_artefact(path: str | os.PathLike, weights_name: str, what: str) -> tupl
     return folder, config
 
 
+def config_from_dict(config_class, data: dict, what: str):
+    """A typed artefact config from its config.json (unknown keys ignored: newer versions may add fields), or a
+    ProtectionError when a field is missing or of the wrong type."""
+    known = set(config_class.__dataclass_fields__)
+    try:
+        return config_class(**{k: v for k, v in data.items() if k in known})
+    except (TypeError, ValueError) as exc:
+        raise ProtectionError(f"{what}: its {CONFIG_NAME} is damaged ({exc}); save or download it again.") from None
+
+
 def read_safetensors(path: Path, what: str, required: tuple[str, ...], framework: str = "numpy") -> dict:
     """The tensors of a safetensors file, or a ProtectionError naming the file when it is damaged or lacks one of
     `required`."""

@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._artefacts import CONFIG_NAME, atomic_dir, fetch_artefact, push_artefact, read_safetensors, render_card
+from ._artefacts import (CONFIG_NAME, atomic_dir, config_from_dict, fetch_artefact, push_artefact, read_safetensors,
+                         render_card)
 from ._images import check_epsilon, epsilon_levels
 from .errors import ProtectionError
 
@@ -186,13 +187,8 @@ class Noise:
         if "kind" not in cfg_dict or "method" not in cfg_dict:
             raise ProtectionError(f"noise {str(pretrained_noise_name_or_path)!r}: its {CONFIG_NAME} is not a noise "
                                   "config (no 'method'/'kind'); is it a model repo?")
-        known = set(NoiseConfig.__dataclass_fields__)
         what = f"noise {str(pretrained_noise_name_or_path)!r}"
-        try:
-            cfg = NoiseConfig(**{k: v for k, v in cfg_dict.items() if k in known})
-        except (TypeError, ValueError) as exc:       # a required field missing or of the wrong type
-            raise ProtectionError(f"{what}: its {CONFIG_NAME} is damaged ({exc}); save or download it again.") \
-                from None
+        cfg = config_from_dict(NoiseConfig, cfg_dict, what)
         tensors = read_safetensors(folder / WEIGHTS_NAME, what, ("steps",))
         ids = _decode_ids(tensors["ids"]) if "ids" in tensors else None
         try:

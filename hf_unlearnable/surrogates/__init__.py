@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from .._artefacts import (CONFIG_NAME, atomic_dir, fetch_artefact, is_local, push_artefact, read_safetensors,
-                          render_card)
+from .._artefacts import (CONFIG_NAME, atomic_dir, config_from_dict, fetch_artefact, is_local, push_artefact,
+                          read_safetensors, render_card)
 from ..errors import ProtectionError
 from .nets import ARCHITECTURES, build
 
@@ -166,13 +166,8 @@ class Surrogate(torch.nn.Module):
         folder, cfg_dict = fetch_artefact(pretrained_model_name_or_path, WEIGHTS_NAME, "surrogate", **kw)
         if "model_type" in cfg_dict and "arch" not in cfg_dict:
             return cls.from_transformers(pretrained_model_name_or_path, **kw)
-        known = set(SurrogateConfig.__dataclass_fields__)
         what = f"surrogate {str(pretrained_model_name_or_path)!r}"
-        try:
-            config = SurrogateConfig(**{k: v for k, v in cfg_dict.items() if k in known})
-        except (TypeError, ValueError) as exc:       # a required field missing or of the wrong type
-            raise ProtectionError(f"{what}: its {CONFIG_NAME} is damaged ({exc}); save or download it again.") \
-                from None
+        config = config_from_dict(SurrogateConfig, cfg_dict, what)
         sur = cls(config, name_or_path=str(pretrained_model_name_or_path))
         try:
             sur.model.load_state_dict(read_safetensors(folder / WEIGHTS_NAME, what, (), framework="torch"))
