@@ -307,6 +307,12 @@ def test_noise_for_other_image_size(make_ds):
         ds.map(protect(noise=classwise_noise()), batched=True, with_indices=True)
 
 
+def test_images_too_small_for_the_surrogate(make_ds):
+    ds = make_ds(images=tiny_images(10, size=4))
+    with pytest.raises(ProtectionError, match=r"at least 8x8 pixels; these are 4x4"):
+        craft(ds, "em", **EM_FAST)
+
+
 def test_craft_needs_one_image_size(make_ds):
     ds = make_ds(images=tiny_images(4) + tiny_images(4, seed=1, size=16), labels=list(range(8)))
     with pytest.raises(ProtectionError, match="sizes.*Resize"):

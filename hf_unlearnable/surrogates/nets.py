@@ -47,6 +47,12 @@ class ConvNet(_Net):
         self.feature_dim = 4 * w
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        if min(x.shape[-2:]) < 8:   # three 2x2 poolings: smaller inputs fail deep inside torch
+            from ..errors import ProtectionError
+
+            raise ProtectionError(f"the convnet needs images of at least 8x8 pixels; these are "
+                                  f"{x.shape[-2]}x{x.shape[-1]}. Resize them first (e.g. to 32x32), or use "
+                                  "surrogate_arch='resnet18'.")
         return F.adaptive_max_pool2d(self.body(x), 1).flatten(1)
 
 
