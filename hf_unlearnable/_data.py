@@ -46,6 +46,16 @@ def _is_image_feature(feature: Any) -> bool:
     return type(feature).__name__ == "Image"
 
 
+def progress_bars() -> bool:
+    """Whether to show this package's progress bars: they follow `datasets`' switch
+    (datasets.disable_progress_bars(), which the command line's -q flips), so one call silences every bar."""
+    try:
+        from datasets.utils.logging import is_progress_bar_enabled
+    except ImportError:     # pragma: no cover
+        return True
+    return bool(is_progress_bar_enabled())
+
+
 def _label_column_help(candidates: list[str], cols: list[str], fix: str) -> str:
     if candidates:   # more than one
         return (f"several columns could hold the labels ({candidates} among {cols}); this method needs labels: "
@@ -204,7 +214,8 @@ def load_labelled(dataset: Any, *, image_column: str | None = None, label_column
     ids: list[str] = []
     n = len(raw)
     step = 1000
-    for start in tqdm(range(0, n, step), desc=desc, unit="batch", disable=n <= step, leave=False):
+    for start in tqdm(range(0, n, step), desc=desc, unit="batch", disable=n <= step or not progress_bars(),
+                      leave=False):
         batch = raw[start:start + step]
         idx = list(range(start, min(start + step, n)))
         imgs = [decode_image(v, image_column, i, idx) for i, v in enumerate(batch[image_column])]

@@ -150,12 +150,15 @@ def smoothed_accuracies(model: nn.Module, images: torch.Tensor, labels: torch.Te
     """Test accuracy of theta-hat + sigma*N(0, I) for n draws over all named parameters (not BN buffers)."""
     from tqdm.auto import tqdm
 
+    from ._data import progress_bars
+
     params = [p for _, p in model.named_parameters()]
     saved = [p.detach().clone() for p in params]
     gen = torch.Generator().manual_seed(seed)
     out = np.empty(n)
     try:
-        for i in tqdm(range(n), desc="certify: weight draws", disable=not progress, leave=False):
+        for i in tqdm(range(n), desc="certify: weight draws", disable=not (progress and progress_bars()),
+                      leave=False):
             for p, s in zip(params, saved):
                 p.copy_(s + sigma * torch.randn(s.shape, generator=gen).to(s.device))
             out[i] = accuracy(model, images, labels)

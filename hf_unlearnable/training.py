@@ -152,6 +152,8 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Train
 
     from tqdm.auto import tqdm
 
+    from ._data import progress_bars
+
     dev = device()
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -169,7 +171,7 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Train
     labels = labels.long()
     t0 = time.perf_counter()
     loss_sum = correct = seen = 0.0
-    bar = tqdm(total=total, desc=desc, unit="step", disable=not progress, leave=False)
+    bar = tqdm(total=total, desc=desc, unit="step", disable=not (progress and progress_bars()), leave=False)
     for epoch in range(cfg.epochs):
         model.train()
         loss_sum = correct = seen = 0.0

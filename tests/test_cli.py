@@ -213,6 +213,8 @@ def test_craft_then_protect_with_noise_then_evaluate(tiny, tmp_path, capsys):
             "--option", "batch_size=16"]
     assert main(["craft", "--data", str(src), "--method", "em", "--mode", "classwise", *fast,
                  "--output", str(noise_dir), "-q"]) == 0
+    err = capsys.readouterr().err                 # -q: warnings only, none of the package's progress bars
+    assert "min-min" not in err and "\r" not in err and "stopped at max_iters=1" in err
     cfg = json.loads((noise_dir / "config.json").read_text())
     assert cfg["kind"] == "classwise" and cfg["epsilon_255"] == "8/255"
     assert (noise_dir / "noise.safetensors").exists()
@@ -226,8 +228,8 @@ def test_craft_then_protect_with_noise_then_evaluate(tiny, tmp_path, capsys):
     report_json, report_md = tmp_path / "r" / "report.json", tmp_path / "r" / "report.md"
     assert main(["evaluate", "--protected", str(out), "--test", str(src), "--clean", str(src), "--mix", "1.0", "0.5",
                  "--epochs", "1", "--json", str(report_json), "--markdown", str(report_md), "-q"]) == 0
-    printed = capsys.readouterr().out
-    assert "clean-only control" in printed
+    printed, err = capsys.readouterr()
+    assert "clean-only control" in printed and err == ""
     rows = json.loads(report_json.read_text())["rows"]
     assert {r["train_set"] for r in rows} == {"clean", "protected", "mix", "clean-only control"}
     assert report_md.read_text().strip() == printed.strip()

@@ -450,6 +450,7 @@ class BayesErrorOptimisation(SurrogateMethod):
     def _craft(self, data, checkpoint_dir=None):
         from tqdm.auto import tqdm
 
+        from .._data import progress_bars
         from .._distributed import process_group, rows_of
         from ..noise import Noise
         from ..training import device, to_float
@@ -498,7 +499,8 @@ class BayesErrorOptimisation(SurrogateMethod):
         if before is None:
             before = self._estimate(reference, images, delta, labels, num_classes, ref_scale)
 
-        bar = tqdm(total=cfg.passes, initial=start, desc="bayes ascent", unit="pass", disable=not group.is_main)
+        bar = tqdm(total=cfg.passes, initial=start, desc="bayes ascent", unit="pass",
+                   disable=not (group.is_main and progress_bars()))
         ascents = 0     # minibatches this process ascended (its share of the work)
         for p in range(start, cfg.passes):
             if cfg.refresh_every and p > 0 and p % cfg.refresh_every == 0:

@@ -272,6 +272,7 @@ class ErrorMinimizing(SurrogateMethod):
     def craft(self, data, checkpoint_dir=None):
         from tqdm.auto import tqdm
 
+        from .._data import progress_bars
         from .._distributed import process_group, rows_of
         from ..noise import Noise
         from ..surrogates.nets import build
@@ -322,7 +323,7 @@ class ErrorMinimizing(SurrogateMethod):
 
         done = bool(history) and history[-1].get("stopped", False) and len(history) >= cfg.min_iters
         bar = tqdm(total=cfg.max_iters, initial=start_iter, desc=f"{self.name} {cfg.mode} min-min", unit="round",
-                   disable=not group.is_main)
+                   disable=not (group.is_main and progress_bars()))
         it = start_iter
         noise_batches = 0     # noise batches this process updated (its share of the work)
         while not done and it < cfg.max_iters:
