@@ -35,6 +35,9 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a saved artefact is for sharing
+        for path in tmp.rglob("*"):   # and some writers (safetensors) make their files 0600
+            if path.is_file() and not path.is_symlink():
+                os.chmod(path, 0o644)
         if target.exists():  # swap whole folders
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
             os.replace(target, old / "x")
@@ -65,6 +68,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text if text.endswith("\n") else text + "\n")
+        os.chmod(tmp, 0o644)   # mkstemp makes 0600; a report is for reading
         os.replace(tmp, target)
     except BaseException:
         try:

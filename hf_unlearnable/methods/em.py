@@ -75,7 +75,8 @@ class EMConfig(MethodConfig):
             if not isinstance(v, int) or v < (0 if name == "train_steps" else 1):
                 raise ProtectionError(f"{name}={v!r} must be a positive integer.")
         if self.min_iters > self.max_iters:
-            raise ProtectionError(f"min_iters={self.min_iters} exceeds max_iters={self.max_iters}.")
+            raise ProtectionError(f"min_iters={self.min_iters} exceeds max_iters={self.max_iters}; for a shorter run "
+                                  f"lower both (e.g. min_iters={self.max_iters}, max_iters={self.max_iters}).")
         if not 0 < self.subset <= 1:
             raise ProtectionError(f"subset={self.subset!r} must be in (0, 1].")
         if not 0 <= self.stop_error < 1:
