@@ -168,15 +168,16 @@ def row_ids(batch: dict, images: Sequence[np.ndarray], id_column: str | None,
     return [row_id(a) for a in images]
 
 
-def check_unique_ids(ids: Sequence[str], column: str | None) -> None:
+def check_unique_ids(ids: Sequence[str], column: str | None, indices: Sequence[int] | None = None) -> None:
     """Ids from an id column must be unique: noise keyed by id would give one row another row's noise. (Pixel-hash ids
-    repeat only for identical images, which may share noise.)"""
+    repeat only for identical images, which may share noise.) `indices`: dataset rows of a batch's ids."""
     if column is None or len(set(ids)) == len(ids):
         return
     first: dict[str, int] = {}
     for i, v in enumerate(ids):
         if v in first:
-            raise ProtectionError(f"column {column!r}: rows {first[v]} and {i} share the id {v!r}. Sample-wise noise "
+            a, b = (first[v], i) if indices is None else (int(indices[first[v]]), int(indices[i]))
+            raise ProtectionError(f"column {column!r}: rows {a} and {b} share the id {v!r}. Sample-wise noise "
                                   "is keyed by id: make the ids unique, or pass id_column= another column.")
         first[v] = i
 

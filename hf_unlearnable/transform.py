@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._data import check_labels, find_batch_columns, row_ids
+from ._data import ID_COLUMN, check_labels, check_unique_ids, find_batch_columns, row_ids
 from ._images import (apply_delta, apply_steps, check_epsilon, decode_images, encode_png, epsilon_levels,
                       group_by_shape, open_image_cell)
 from .errors import ProtectionError
@@ -114,6 +114,7 @@ class ProtectTransform:
             num_classes = (len(self.noise) if self.noise is not None else getattr(method, "num_classes", None))
             labels = check_labels(batch[lab_col], lab_col, num_classes, indices)
         ids = row_ids(batch, images, self.id_column, indices)
+        check_unique_ids(ids, self.id_column or (ID_COLUMN if ID_COLUMN in batch else None), indices)
         out: list[Any] = [None] * len(images)
         if self.noise is not None:
             steps = self.noise.steps_for(labels, ids, [a.shape for a in images], indices)

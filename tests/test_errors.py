@@ -385,6 +385,9 @@ def test_duplicate_or_missing_ids_in_an_id_column(make_ds):
         craft(ds.add_column("id", [0, 1, 0, 1, 0, 1]), "random")
     with pytest.raises(ProtectionError, match=r"column 'id', row 0: the row id is None"):
         craft(ds.add_column("id", [None] * 6), "random")
+    with pytest.raises(ProtectionError, match=r"column 'id': rows 4 and 5 share the id 'x'"):   # per batch too
+        ds.add_column("id", ["a", "b", "c", "d", "x", "x"]).map(protect(method="random"), batched=True,
+                                                                 with_indices=True)
     with pytest.raises(ProtectionError, match=r"column 'id', row 4: the row id is ''"):
         ds.add_column("id", ["a", "b", "c", "d", "", "f"]).map(protect(method="random"), batched=True,
                                                                 with_indices=True)
