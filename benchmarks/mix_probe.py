@@ -21,6 +21,9 @@ Poisons (--method):
   uap        one class-wise universal targeted perturbation per class ({"then_samplewise": true}: refined per row)
   align      gradient matching: each batch's weight gradient (own labels) is pushed toward that of the clean images
              relabelled y+1 (Witches'-Brew-style cosine loss, an ensemble of --k surrogates)
+  oppose     gradient opposition along a training run from scratch (methods.md §1.7): a fresh ConvNet trains on
+             the poisons ({"mix": true}: plus as many disjoint clean rows) while each batch's poisons step so that
+             their weight gradient points against their clean twins'; {"epochs": 24, "batch": 64, "cosine": false}
   ceiling-y1 / ceiling-confused   no perturbation: the protected half keeps its clean images, relabelled
 
     python benchmarks/mix_probe.py --method targeted --k 3 --extra '{"confused": true}'
@@ -92,19 +95,19 @@ def train_net(cache: Path, x, y, seed: int, epochs: int = 10, tag: str | None = 
     if f is not None and f.exists():
         net.load_state_dict(load_file(str(f)))
         return net.eval()
-    hook = None
-    if trace is not None and watch is not None:
-        per_epoch, step = math.ceil(len(x) / TrainConfig().batch_size), [0]
+    step, per_epoch = [0], math.ceil(len(x) / TrainConfig().batch_size)
 
-        def hook():
-            step[0] += 1
-            if step[0] % per_epoch == 0:
-                vx, vy, px, py, pt = watch
-                p = predict(net, px)
-                trace.append({"epoch": step[0] // per_epoch, "val": float((predict(net, vx) == vy).float().mean()),
-                              "protected_own": float((p == py).float().mean()),
-                              "protected_target": float((p == pt).float().mean())})
-                net.train()
+    def trace_epoch():
+        step[0] += 1
+        if step[0] % per_epoch == 0:
+            vx, vy, px, py, pt = watch
+            p = predict(net, px)
+            trace.append({"epoch": step[0] // per_epoch, "val": float((predict(net, vx) == vy).float().mean()),
+                          "protected_own": float((p == py).float().mean()),
+                          "protected_target": float((p == pt).float().mean())})
+            net.train()
+
+    hook = trace_epoch if trace is not None and watch is not None else None
     fit(net, x, y, TrainConfig(epochs=epochs, adversarial_epsilon=adversarial), seed=seed, progress=False,
         after_step=hook)
     if f is not None:
@@ -296,6 +299,69 @@ def craft_align(nets, x_u8, y, steps=20, draws=1, step=None, seed=0, batch=250):
     return out
 
 
+def craft_oppose(d, xs, ys, epochs=24, batch=64, step=None, seed=0, mix=False, cosine=False):
+    """Gradient opposition along a training run from scratch (methods.md §1.7, the family the BEO repo's June
+    evaluation names). A fresh victim-like ConvNet trains on the current poisons (with mix=True on poisons + as many
+    disjoint clean rows: a simulated mix); before each of its steps the batch's poisons take one signed step that
+    points their weight gradient against that of their clean twins (same crop+flip), so a step on a poison undoes a
+    step on its clean image. Every row gets one step per epoch, against the net of that moment, early ones included
+    (the probe's victims fit a poison in the first epochs)."""
+    import math
+
+    from hf_unlearnable.surrogates.nets import build
+    from hf_unlearnable.training import crop_flip
+
+    step = step or EPS / 8
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(300 + seed)
+    net = build("convnet", 10)
+    params = list(net.parameters())
+    n = len(xs)
+    per_epoch = math.ceil(n / batch)
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=per_epoch * epochs, pct_start=0.2,
+                                                anneal_strategy="linear", div_factor=25.0, final_div_factor=1e3)
+    clean = None
+    if mix:
+        rows = np.sort(np.random.default_rng(7 + seed).permutation(len(d["sy"]))[:n])
+        clean = (d["sx"][rows], d["sy"][rows])
+    x_all = xs.float() / 255
+    delta = torch.zeros_like(x_all)
+    for _ in range(epochs):
+        net.train()
+        order = torch.randperm(n, generator=gen)
+        for s in range(0, n, batch):
+            idx = order[s:s + batch]
+            x, y = x_all[idx], ys[idx]
+            xi = (x + delta[idx]).clamp(0, 1).requires_grad_(True)
+            state = gen.get_state()
+            xc = crop_flip(x, gen)
+            gen.set_state(state)
+            xt = crop_flip(xi, gen)
+            g_clean = torch.autograd.grad(F.cross_entropy(net(xc), y, reduction="sum"), params)
+            g_poison = torch.autograd.grad(F.cross_entropy(net(xt), y, reduction="sum"), params, create_graph=True)
+            loss = sum((a * b).sum() for a, b in zip(g_poison, g_clean))
+            if cosine:
+                loss = loss / (torch.sqrt(sum(a.pow(2).sum() for a in g_poison))
+                               * torch.sqrt(sum(b.pow(2).sum() for b in g_clean)) + 1e-12)
+            (g,) = torch.autograd.grad(loss, xi)
+            dn = (delta[idx] - step * g.sign()).clamp(-EPS, EPS)
+            delta[idx] = (x + dn).clamp(0, 1) - x
+            # the net's own step, on the updated poisons (and a clean batch of the simulated mix)
+            xb, yb = (x + delta[idx]).clamp(0, 1), y
+            if clean is not None:
+                cidx = torch.randint(0, n, (len(idx),), generator=gen)
+                xb = torch.cat([xb, clean[0][cidx].float() / 255])
+                yb = torch.cat([yb, clean[1][cidx]])
+            out = net(crop_flip(xb, gen))
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(out, yb, label_smoothing=0.1).backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            sched.step()
+    return delta
+
+
 def quantise(x_u8, delta):
     return (x_u8.float() + torch.round(delta * 255)).clamp(0, 255).to(torch.uint8)
 
@@ -375,6 +441,8 @@ def run(args) -> dict:
             delta = craft_targeted(nets, xs, ys, args.steps, args.draws, tmap=tmap, init=delta, **extra)
     elif args.method == "align":
         delta = craft_align(nets, xs, ys, args.steps, args.draws, **extra)
+    elif args.method == "oppose":
+        delta = craft_oppose(d, xs, ys, **extra)
     elif args.method == "ceiling-y1":
         labels[chosen] = (labels[chosen] + 1) % 10
     elif args.method == "ceiling-confused":
@@ -433,7 +501,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10"))
     ap.add_argument("--method", default="targeted",
-                    choices=["targeted", "refresh", "uap", "align", "ceiling-y1", "ceiling-confused"])
+                    choices=["targeted", "refresh", "uap", "align", "oppose", "ceiling-y1", "ceiling-confused"])
     ap.add_argument("--k", type=int, default=1, help="surrogates in the ensemble")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--draws", type=int, default=2, help="crop+flip draws per step (0 = none)")
