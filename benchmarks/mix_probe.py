@@ -24,6 +24,8 @@ Poisons (--method):
   oppose     gradient opposition along a training run from scratch (methods.md §1.7): a fresh ConvNet trains on
              the poisons ({"mix": true}: plus as many disjoint clean rows) while each batch's poisons step so that
              their weight gradient points against their clean twins'; {"epochs": 24, "batch": 64, "cosine": false}
+  bayes      the library's craft(ds, "bayes") on the protected rows alone (its defaults; --extra adds options);
+             {"layers": "all"}: the kernel estimate on the features of every stage of the bundled surrogate
   ceiling-y1 / ceiling-confused   no perturbation: the protected half keeps its clean images, relabelled
 
     python benchmarks/mix_probe.py --method targeted --k 3 --extra '{"confused": true}'
@@ -362,6 +364,51 @@ def craft_oppose(d, xs, ys, epochs=24, batch=64, step=None, seed=0, mix=False, c
     return delta
 
 
+class _StageFeatures(torch.nn.Module):
+    """The bundled ConvNet surrogate with the features of every stage of its body (each max-pooled and divided by its
+    max-abs on clean rows) in place of the last stage's only: a victim learns the early stages' features first."""
+
+    def __init__(self, sur, x_clean: torch.Tensor):
+        super().__init__()
+        self.net, self.num_classes, self.config = sur.model, sur.num_classes, sur.config
+        with torch.no_grad():
+            stages = self._stages(x_clean)
+        self.register_buffer("scales", torch.stack([f.abs().max().clamp_min(1e-12) for f in stages]))
+
+    def _stages(self, x):
+        out = []
+        for layer in self.net.body:
+            x = layer(x)
+            if isinstance(layer, torch.nn.MaxPool2d):
+                out.append(F.adaptive_max_pool2d(x, 1).flatten(1))
+        return out
+
+    def features_and_logits(self, x):
+        stages = self._stages(x)
+        return torch.cat([f / s for f, s in zip(stages, self.scales)], 1), self.net.fc(stages[-1])
+
+    def features(self, x):
+        return self.features_and_logits(x)[0]
+
+    def forward(self, x):
+        return self.features_and_logits(x)[1]
+
+
+def craft_bayes(xs, ys, layers="last", **options):
+    """The library's `craft(ds, "bayes")` on the protected rows alone (its defaults unless options say otherwise);
+    {"layers": "all"} gives its kernel estimate the features of every stage of the bundled surrogate."""
+    from hf_unlearnable._data import LabelledImages
+    from hf_unlearnable.methods.bayes import BayesConfig, BayesErrorOptimisation
+    from hf_unlearnable.surrogates import load_surrogate
+
+    method = BayesErrorOptimisation(BayesConfig.from_options("bayes", **options))
+    if layers == "all":
+        method._surrogate = _StageFeatures(load_surrogate(None), xs[:1000].float() / 255)
+    data = LabelledImages(xs.permute(0, 2, 3, 1).numpy(), ys.numpy(), [str(i) for i in range(len(ys))])
+    noise = method.craft(data)
+    return torch.from_numpy(noise.steps.astype(np.float32) / 255).permute(0, 3, 1, 2)
+
+
 def quantise(x_u8, delta):
     return (x_u8.float() + torch.round(delta * 255)).clamp(0, 255).to(torch.uint8)
 
@@ -443,6 +490,8 @@ def run(args) -> dict:
         delta = craft_align(nets, xs, ys, args.steps, args.draws, **extra)
     elif args.method == "oppose":
         delta = craft_oppose(d, xs, ys, **extra)
+    elif args.method == "bayes":
+        delta = craft_bayes(xs, ys, **extra)
     elif args.method == "ceiling-y1":
         labels[chosen] = (labels[chosen] + 1) % 10
     elif args.method == "ceiling-confused":
@@ -501,7 +550,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10"))
     ap.add_argument("--method", default="targeted",
-                    choices=["targeted", "refresh", "uap", "align", "oppose", "ceiling-y1", "ceiling-confused"])
+                    choices=["targeted", "refresh", "uap", "align", "oppose", "bayes", "ceiling-y1", "ceiling-confused"])
     ap.add_argument("--k", type=int, default=1, help="surrogates in the ensemble")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--draws", type=int, default=2, help="crop+flip draws per step (0 = none)")
