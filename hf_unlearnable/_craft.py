@@ -26,5 +26,6 @@ def craft(dataset: Any, method: str, *, epsilon: float = 8 / 255, seed: int = 0,
     cfg = cls.config_class.from_options(method, epsilon=epsilon, seed=seed, **options)
     cls.check_processes(cfg)      # before reading the data, before torch.distributed
     data = load_labelled(dataset, image_column=image_column, label_column=label_column, id_column=id_column,
-                         need_label=cls.uses_labels, desc=f"Reading images for {method}")
+                         need_label=cls.uses_labels, desc=f"Reading images for {method}",
+                         check_ids=getattr(cfg, "mode", "samplewise") == "samplewise")   # ids key the noise
     return cls(cfg).craft(data, checkpoint_dir=checkpoint_dir)

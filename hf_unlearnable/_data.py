@@ -56,6 +56,30 @@ def progress_bars() -> bool:
     return bool(is_progress_bar_enabled())
 
 
+def real_class_names(names: Sequence[str] | None) -> list[str] | None:
+    """The class names, or None where there are none to compare: missing, or the indices "0", "1", ... that
+    ClassLabel(num_classes=K) and unnamed noise carry."""
+    names = list(names or [])
+    return None if not names or names == [str(k) for k in range(len(names))] else names
+
+
+def check_same_task(train: "LabelledImages", test: "LabelledImages") -> None:
+    """A victim trained on `train` is scored on `test`: same image size, the same class names (where both have
+    names), and no test label outside the training classes."""
+    if test.images.shape[1:] != train.images.shape[1:]:
+        raise ProtectionError(f"test images are {test.images.shape[1:]} but training images are "
+                              f"{train.images.shape[1:]}.")
+    a, b = real_class_names(train.class_names), real_class_names(test.class_names)
+    if a and b and a != b:
+        raise ProtectionError(f"the training and test data name their classes differently ({a} vs {b}); a victim "
+                              "would be scored against other classes. Align the label columns (e.g. "
+                              "test.align_labels_with_mapping(...)).")
+    if int(test.labels.max()) >= train.num_classes:
+        bad = int(np.flatnonzero(test.labels >= train.num_classes)[0])
+        raise ProtectionError(f"test row {bad}: label {int(test.labels[bad])} is a class the training data does not "
+                              f"have ({train.num_classes} classes); test on the same classes.")
+
+
 def _label_column_help(candidates: list[str], cols: list[str], fix: str) -> str:
     if candidates:   # more than one
         return (f"several columns could hold the labels ({candidates} among {cols}); this method needs labels: "
@@ -152,40 +176,52 @@ def check_labels(values: Sequence[Any], column: str, num_classes: int | None,
 
 
 def row_ids(batch: dict, images: Sequence[np.ndarray], id_column: str | None,
-            indices: Sequence[int] | None = None) -> list[str]:
-    """Stable ids: the id column when present, else a content hash of the original pixels."""
+            indices: Sequence[int] | None = None, check: bool = False) -> list[str]:
+    """Stable ids: the id column when present, else a content hash of the original pixels. With `check` (where the
+    ids key or seed the noise), an id column's ids must be present and unique within the batch."""
     col = id_column if id_column is not None else (ID_COLUMN if ID_COLUMN in batch else None)
-    if col is not None:
-        if col not in batch:
-            raise ProtectionError(f"id_column={col!r} is not a column; the columns are {list(batch)}.")
+    if col is None:
+        return [row_id(a) for a in images]
+    if col not in batch:
+        raise ProtectionError(f"id_column={col!r} is not a column; the columns are {list(batch)}.")
+    ids = [str(v) for v in batch[col]]
+    if check:
         for i, v in enumerate(batch[col]):
-            if v is None or str(v) == "":
-                where = f"row {indices[i]}" if indices is not None else f"row {i} of this batch"
-                raise ProtectionError(f"column {col!r}, {where}: the row id is {v!r}. Sample-wise noise "
-                                      f"is keyed by id: give every row its own id, or pass id_column= another column "
-                                      f"(without one, ids are hashes of the pixels).")
-        return [str(v) for v in batch[col]]
-    return [row_id(a) for a in images]
+            if v is None or ids[i] == "":
+                raise ProtectionError(f"column {col!r}, {_row(i, indices)}: the row id is {v!r}. {_IDS_HELP}")
+        check_unique_ids(ids, col, indices)
+    return ids
 
 
-def check_unique_ids(ids: Sequence[str], column: str | None, indices: Sequence[int] | None = None) -> None:
-    """Ids from an id column must be unique: noise keyed by id would give one row another row's noise. (Pixel-hash ids
-    repeat only for identical images, which may share noise.) `indices`: dataset rows of a batch's ids."""
-    if column is None or len(set(ids)) == len(ids):
+_IDS_HELP = ("Sample-wise noise is keyed, and per-batch noise seeded, by row id: give every row its own id, or pass "
+             "id_column= another column (without an id column, ids are hashes of the pixels).")
+
+
+def _row(i: int, indices: Sequence[int] | None) -> str:
+    return f"row {int(indices[i])}" if indices is not None else f"row {i} of this batch"
+
+
+def check_unique_ids(ids: Sequence[str], column: str, indices: Sequence[int] | None = None,
+                     in_batch: bool = True) -> None:
+    """Ids from an id column must be unique where they key noise: one row would get another row's noise. (Pixel-hash
+    ids repeat only for identical images, which may share noise.) `indices`: dataset rows of a batch's ids;
+    `in_batch=False`: the ids are the whole dataset's, in row order."""
+    if len(set(ids)) == len(ids):
         return
     first: dict[str, int] = {}
     for i, v in enumerate(ids):
         if v in first:
-            a, b = (first[v], i) if indices is None else (int(indices[first[v]]), int(indices[i]))
-            raise ProtectionError(f"column {column!r}: rows {a} and {b} share the id {v!r}. Sample-wise noise "
-                                  "is keyed by id: make the ids unique, or pass id_column= another column.")
+            rows = (f"rows {first[v]} and {i}" if not in_batch else
+                    f"{_row(first[v], indices)} and {_row(i, indices)}")
+            raise ProtectionError(f"column {column!r}: {rows} share the id {v!r}. {_IDS_HELP}")
         first[v] = i
 
 
 def load_labelled(dataset: Any, *, image_column: str | None = None, label_column: str | None = None,
                   id_column: str | None = None, need_label: bool = True, num_classes: int | None = None,
-                  same_shape: bool = True, desc: str = "Reading images") -> LabelledImages:
-    """Decode a whole datasets.Dataset (validating every row) into a LabelledImages."""
+                  same_shape: bool = True, check_ids: bool = False, desc: str = "Reading images") -> LabelledImages:
+    """Decode a whole datasets.Dataset (validating every row) into a LabelledImages. `check_ids`: the ids will key
+    sample-wise noise, so an id column's ids must be present and unique."""
     from tqdm.auto import tqdm
 
     if not hasattr(dataset, "features") or not hasattr(dataset, "column_names"):
@@ -223,8 +259,10 @@ def load_labelled(dataset: Any, *, image_column: str | None = None, label_column
         images.extend(imgs)
         if label_column is not None:
             labels.append(check_labels(batch[label_column], label_column, num_classes, idx))
-        ids.extend(row_ids(batch, imgs, id_column, idx))
-    check_unique_ids(ids, id_column or (ID_COLUMN if ID_COLUMN in dataset.column_names else None))
+        ids.extend(row_ids(batch, imgs, id_column, idx, check=check_ids))
+    id_col = id_column or (ID_COLUMN if ID_COLUMN in dataset.column_names else None)
+    if check_ids and id_col is not None:
+        check_unique_ids(ids, id_col, in_batch=False)
     shapes = {a.shape for a in images}
     if same_shape and len(shapes) > 1:
         raise ProtectionError(

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._data import load_labelled
+from ._data import check_same_task, load_labelled
 from .errors import ProtectionError
 from .evaluate import _victim
 from .surrogates.nets import build
@@ -168,16 +168,6 @@ def smoothed_accuracies(model: nn.Module, images: torch.Tensor, labels: torch.Te
     return out
 
 
-def _same_task(P, T) -> None:
-    """Training and test data of one task: same image size, test labels among the training classes."""
-    if T.images.shape[1:] != P.images.shape[1:]:
-        raise ProtectionError(f"test images are {T.images.shape[1:]} but training images are {P.images.shape[1:]}.")
-    if int(T.labels.max()) >= P.num_classes:
-        bad = int(np.flatnonzero(T.labels >= P.num_classes)[0])
-        raise ProtectionError(f"test row {bad}: label {int(T.labels[bad])} is a class the training data does not "
-                              f"have ({P.num_classes} classes); test on the same classes.")
-
-
 def _train_theta_hat(P, victim: Any, epochs: int | None, seed: int, progress: bool):
     cfg = _victim(victim, epochs)
     torch.manual_seed(seed)
@@ -204,7 +194,7 @@ def certify(protected: Any, test: Any, *, q: float = 0.9, sigma: float = 0.25, n
     n_train = None
     if model is None:
         P = load_labelled(protected, desc="Reading protected", **kw)
-        _same_task(P, T)
+        check_same_task(P, T)
         model, cfg = _train_theta_hat(P, victim, epochs, seed, progress)
         victim_info, n_train = cfg.to_dict(), len(P)
     model.eval()
@@ -251,7 +241,7 @@ def recover(model: nn.Module, clean: Any, test: Any, *, etas: Sequence[float] = 
     kw = dict(image_column=image_column, label_column=label_column)
     C = load_labelled(clean, desc="Reading clean", **kw)
     T = load_labelled(test, desc="Reading test", **kw)
-    _same_task(C, T)
+    check_same_task(C, T)
     cx, cy = _tensors(C)
     tx, ty = _tensors(T)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, label_smoothing=0.0, augment=True)

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ._data import LabelledImages, load_labelled
+from ._data import LabelledImages, check_same_task, load_labelled
 from ._images import MAX_EPSILON
 from .defences import TRAINING_OPTIONS, get_defence
 from .errors import ProtectionError
@@ -195,16 +195,7 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
     elif any(r < 1 for r in ratios):
         raise ProtectionError("a mix ratio below 1 needs clean=<the unprotected dataset> to build the mix and its "
                               "clean-only control.")
-    if T.images.shape[1:] != P.images.shape[1:]:
-        raise ProtectionError(f"test images are {T.images.shape[1:]} but training images are {P.images.shape[1:]}.")
-    if P.class_names and T.class_names and list(P.class_names) != list(T.class_names):
-        raise ProtectionError(f"the protected and test data name their classes differently ({P.class_names} vs "
-                              f"{T.class_names}); a victim would be scored against other classes. Align the label "
-                              "columns (e.g. test.align_labels_with_mapping(...)).")
-    if int(T.labels.max()) >= P.num_classes:
-        bad = int(np.flatnonzero(T.labels >= P.num_classes)[0])
-        raise ProtectionError(f"test row {bad}: label {int(T.labels[bad])} is a class the training data does not "
-                              f"have ({P.num_classes} classes); test on the same classes.")
+    check_same_task(P, T)
     num_classes = P.num_classes
 
     n = len(P)

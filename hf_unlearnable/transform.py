@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._data import ID_COLUMN, check_labels, check_unique_ids, find_batch_columns, row_ids
+from ._data import check_labels, find_batch_columns, real_class_names, row_ids
 from ._images import (apply_delta, apply_steps, check_epsilon, decode_images, encode_png, epsilon_levels,
                       group_by_shape, open_image_cell)
 from .errors import ProtectionError
@@ -113,8 +113,9 @@ class ProtectTransform:
         if lab_col is not None and need_label:
             num_classes = (len(self.noise) if self.noise is not None else getattr(method, "num_classes", None))
             labels = check_labels(batch[lab_col], lab_col, num_classes, indices)
-        ids = row_ids(batch, images, self.id_column, indices)
-        check_unique_ids(ids, self.id_column or (ID_COLUMN if ID_COLUMN in batch else None), indices)
+        # ids key sample-wise noise and seed per-batch noise; class-wise noise goes by label
+        ids = row_ids(batch, images, self.id_column, indices,
+                      check=self.noise is None or self.noise.kind == "samplewise")
         out: list[Any] = [None] * len(images)
         if self.noise is not None:
             steps = self.noise.steps_for(labels, ids, [a.shape for a in images], indices)
@@ -209,11 +210,8 @@ def _check_class_names(noise, batch, label_column: str) -> None:
     order (noise crafted on ["cat", "dog"] would give "dog" rows the cat pattern on ["dog", "cat"])."""
     features = getattr(getattr(batch, "formatter", None), "features", None)
     feat = features.get(label_column) if features is not None else None
-    names = list(getattr(feat, "names", None) or [])
-    ours = list(noise.config.class_names or [])
-    if not names or not ours or ours == [str(k) for k in range(len(ours))]:   # unnamed on either side
-        return
-    if names != ours:
+    names, ours = real_class_names(getattr(feat, "names", None)), real_class_names(noise.config.class_names)
+    if names and ours and names != ours:     # where either side is unnamed there is nothing to compare
         raise ProtectionError(f"column {label_column!r} names its classes {names}, but this class-wise noise was "
                               f"crafted for {ours}: a row would get another class's pattern. Reorder the labels "
                               "(ds.align_labels_with_mapping(...)) or craft noise for this dataset.")

@@ -362,6 +362,18 @@ def test_option_types_are_checked_for_every_method(method, options, name):
         METHODS[method].config_class.from_options(method, **options)
 
 
+def test_numpy_scalars_are_options_like_python_ones():
+    import json
+
+    cfg = METHODS["em"].config_class.from_options("em", steps=np.int64(5), random_start=np.bool_(True),
+                                                   seed=np.int32(3))
+    assert (cfg.steps, cfg.random_start, cfg.seed) == (5, True, 3)
+    json.dumps(cfg.to_dict())                                    # the checkpoint and noise configs are JSON
+    assert METHODS["bayes"].config_class.from_options("bayes", sigma=np.float32(0.5)).sigma == 0.5
+    with pytest.raises(ProtectionError, match="seed=-1 must be a non-negative integer"):
+        METHODS["random"].config_class.from_options("random", seed=-1)
+
+
 def test_clean_that_is_not_the_protected_rows_is_refused(tiny_ds, make_ds):
     other = make_ds(images=tiny_images(len(tiny_ds), seed=5))      # same labels, other images
     with pytest.raises(ProtectionError, match=r"clean= does not hold the rows.*first: row \d+"):
@@ -381,16 +393,24 @@ def test_evaluate_arguments_of_the_wrong_kind(tiny_ds, make_ds):
 
 def test_duplicate_or_missing_ids_in_an_id_column(make_ds):
     ds = make_ds(images=tiny_images(6))
-    with pytest.raises(ProtectionError, match=r"column 'id': rows 0 and 2 share the id '0'"):
+    with pytest.raises(ProtectionError, match=r"column 'id': row 0 and row 2 share the id '0'"):
         craft(ds.add_column("id", [0, 1, 0, 1, 0, 1]), "random")
     with pytest.raises(ProtectionError, match=r"column 'id', row 0: the row id is None"):
         craft(ds.add_column("id", [None] * 6), "random")
-    with pytest.raises(ProtectionError, match=r"column 'id': rows 4 and 5 share the id 'x'"):   # per batch too
+    with pytest.raises(ProtectionError, match=r"column 'id': row 4 and row 5 share the id 'x'"):   # per batch too
         ds.add_column("id", ["a", "b", "c", "d", "x", "x"]).map(protect(method="random"), batched=True,
                                                                  with_indices=True)
     with pytest.raises(ProtectionError, match=r"column 'id', row 4: the row id is ''"):
         ds.add_column("id", ["a", "b", "c", "d", "", "f"]).map(protect(method="random"), batched=True,
                                                                 with_indices=True)
+
+
+def test_ids_that_key_nothing_are_not_checked(make_ds):
+    """A repeated id column (a subject id, say) is fine where ids key nothing: class-wise noise and evaluate."""
+    ds = make_ds(images=tiny_images(10)).add_column("id", ["same"] * 10)
+    noise = craft(ds, "em", **EM_FAST)
+    ds.map(protect(noise=noise), batched=True)
+    evaluate(ds, ds, epochs=1, progress=False, victim={"arch": "convnet", "width": 8})
 
 
 def test_features_are_respected_for_non_image_column(tiny_ds):

@@ -54,10 +54,13 @@ class MethodConfig:
         """Check field values; subclasses extend. Raise ProtectionError naming the option and the fix."""
         from .._images import check_epsilon
 
+        for f in fields(self):   # NumPy scalars as Python ones: the checks below and the JSON config take those
+            value = getattr(self, f.name)
+            if isinstance(value, np.generic) and isinstance(value, (np.bool_, np.integer, np.floating)):
+                setattr(self, f.name, value.item())
         self.epsilon = check_epsilon(self.epsilon)
-        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
-            raise ProtectionError(f"seed={self.seed!r} must be an integer.")
-        self.seed = int(self.seed)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ProtectionError(f"seed={self.seed!r} must be a non-negative integer.")
         for f in fields(self):
             _check_type(f.name, getattr(self, f.name), f.type)
 
@@ -73,11 +76,11 @@ def _check_type(name: str, value: Any, annotation: Any) -> None:
         return
     if value is None:
         ok = "None" in allowed
-    elif isinstance(value, (bool, np.bool_)):
+    elif isinstance(value, bool):
         ok = "bool" in allowed
-    elif isinstance(value, (int, np.integer)):
+    elif isinstance(value, int):
         ok = bool(allowed & {"int", "float"})
-    elif isinstance(value, (float, np.floating)):
+    elif isinstance(value, float):
         ok = "float" in allowed
     else:
         ok = isinstance(value, str) and "str" in allowed

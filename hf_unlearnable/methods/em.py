@@ -151,8 +151,13 @@ class _Checkpoint:
         from safetensors import safe_open
         from safetensors.torch import load_file
 
-        with safe_open(str(self.dir / "state.safetensors"), framework="pt") as f:
-            stored = (f.metadata() or {}).get("state")
+        try:
+            with safe_open(str(self.dir / "state.safetensors"), framework="pt") as f:
+                stored = (f.metadata() or {}).get("state")
+        except Exception as exc:     # safetensors' own error type for a damaged file
+            raise ProtectionError(f"checkpoint_dir={str(self.dir)!r}: state.safetensors cannot be read "
+                                  f"({type(exc).__name__}: {exc}); delete it (or use a fresh directory) to start "
+                                  "over.") from None
         if stored is None and not (self.dir / "state.json").exists():
             raise ProtectionError(
                 f"checkpoint_dir={str(self.dir)!r} holds a state.safetensors this library did not write (no "
@@ -200,7 +205,12 @@ def _weights_digest(module: torch.nn.Module) -> str:
     import hashlib
 
     h = hashlib.blake2b(digest_size=12)
+    # buffers computed from the weights and the data (an ensemble's feature scales: both already covered) differ in
+    # their last digits between devices, and would refuse a resume on another device
+    derived = set(getattr(module, "derived_buffers", ()))
     for name, t in sorted(module.state_dict().items()):
+        if not isinstance(t, torch.Tensor) or name in derived:
+            continue
         h.update(name.encode())
         h.update(str(t.dtype).encode())
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -302,6 +302,8 @@ class SurrogateEnsemble(torch.nn.Module):
         self.name_or_path = [m.name_or_path for m in members]
         self.register_buffer("scales", torch.ones(len(members)))
 
+    derived_buffers = ("scales",)   # set by calibrate() from the members and the data, not weights of their own
+
     @property
     def num_classes(self) -> int:
         return self.members[0].num_classes

@@ -232,10 +232,11 @@ def test_checkpoint_with_other_options_or_data_is_refused(ds, tmp_path):
 
 
 def test_checkpoint_of_other_pixels_under_the_same_ids_is_refused(tmp_path):
-    """Same row ids and labels, other images (re-encoded, another revision): the checkpoint is not theirs."""
-    _craft_ckpt(build_dataset(seed=0), tmp_path / "ck", max_iters=1, min_iters=1)
+    """Same row ids (an id column) and labels, other images (re-encoded, another revision): not their checkpoint."""
+    ids = [f"img-{i}" for i in range(40)]
+    _craft_ckpt(build_dataset(seed=0).add_column("id", ids), tmp_path / "ck", max_iters=1, min_iters=1)
     with pytest.raises(ProtectionError, match="other options or other data"):
-        _craft_ckpt(build_dataset(seed=1), tmp_path / "ck", max_iters=2, min_iters=1)
+        _craft_ckpt(build_dataset(seed=1).add_column("id", ids), tmp_path / "ck", max_iters=2, min_iters=1)
 
 
 def test_checkpoint_file_without_a_state_record_is_refused_not_overwritten(tmp_path):
@@ -248,6 +249,29 @@ def test_checkpoint_file_without_a_state_record_is_refused_not_overwritten(tmp_p
     with pytest.raises(ProtectionError, match="did not write"):
         _craft_ckpt(build_dataset(), ck, max_iters=1, min_iters=1)
     assert (ck / "state.safetensors").read_bytes() == before
+
+
+def test_damaged_checkpoint_file_is_a_clear_error(tmp_path):
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "state.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ProtectionError, match="state.safetensors cannot be read"):
+        _craft_ckpt(build_dataset(), ck, max_iters=1, min_iters=1)
+
+
+def test_weights_digest_ignores_an_ensembles_calibration():
+    from hf_unlearnable.methods.em import _weights_digest
+    from hf_unlearnable.surrogates import Surrogate, SurrogateConfig, SurrogateEnsemble
+
+    torch.manual_seed(0)
+    members = [Surrogate(SurrogateConfig(arch="convnet", width=8, num_classes=10)) for _ in range(2)]
+    ens = SurrogateEnsemble(members).eval()
+    before = _weights_digest(ens)
+    ens.calibrate(torch.rand(4, 3, 32, 32))
+    assert _weights_digest(ens) == before
+    with torch.no_grad():
+        next(ens.parameters()).add_(1e-3)
+    assert _weights_digest(ens) != before
 
 
 # -- per-batch form ----------------------------------------------------------------------------------------------
