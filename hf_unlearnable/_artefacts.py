@@ -20,6 +20,15 @@ CONFIG_NAME = "config.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()   # read once, at import (os.umask can only be read by setting it)
+
+
 @contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces `target` whole, on failure it is removed.
@@ -34,10 +43,11 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a saved artefact is for sharing
-        for path in tmp.rglob("*"):   # and some writers (safetensors) make their files 0600
+        # mkdtemp makes 0700 and some writers (safetensors) 0600 files: give them what a plain write would get
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        for path in tmp.rglob("*"):
             if path.is_file() and not path.is_symlink():
-                os.chmod(path, 0o644)
+                os.chmod(path, 0o666 & ~_UMASK)
         if target.exists():  # swap whole folders
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
             os.replace(target, old / "x")
@@ -68,7 +78,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text if text.endswith("\n") else text + "\n")
-        os.chmod(tmp, 0o644)   # mkstemp makes 0600; a report is for reading
+        os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes 0600; a plain write would respect the umask
         os.replace(tmp, target)
     except BaseException:
         try:

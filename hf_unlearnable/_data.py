@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ._images import decode_image, row_id
+from ._progress import progress_bars
 from .errors import ProtectionError
 
 logger = logging.getLogger(__name__)
@@ -44,16 +45,6 @@ class LabelledImages:
 
 def _is_image_feature(feature: Any) -> bool:
     return type(feature).__name__ == "Image"
-
-
-def progress_bars() -> bool:
-    """Whether to show this package's progress bars: they follow `datasets`' switch
-    (datasets.disable_progress_bars(), which the command line's -q flips), so one call silences every bar."""
-    try:
-        from datasets.utils.logging import is_progress_bar_enabled
-    except ImportError:     # pragma: no cover
-        return True
-    return bool(is_progress_bar_enabled())
 
 
 def real_class_names(names: Sequence[str] | None) -> list[str] | None:
@@ -111,7 +102,8 @@ def find_columns(features: Any, column_names: Sequence[str], image_column: str |
         named = [c for c in cols if c in LABEL_NAMES]
         pick = class_cols if len(class_cols) == 1 else named
         if len(pick) != 1:
-            raise ProtectionError(_label_column_help(pick, cols, "label_column='...'"))
+            several = class_cols if len(class_cols) > 1 else pick
+            raise ProtectionError(_label_column_help(several, cols, "label_column='...'"))
         label_column = pick[0]
     return image_column, label_column
 
@@ -147,7 +139,8 @@ def find_batch_columns(batch: dict, image_column: str | None, label_column: str 
         named = [c for c in cols if c in LABEL_NAMES]
         pick = class_cols if len(class_cols) == 1 else named
         if len(pick) != 1:
-            raise ProtectionError(_label_column_help(pick, cols, "protect(..., label_column='...')"))
+            several = class_cols if len(class_cols) > 1 else pick
+            raise ProtectionError(_label_column_help(several, cols, "protect(..., label_column='...')"))
         label_column = pick[0]
     elif label_column is not None and label_column not in batch:
         raise ProtectionError(f"label_column={label_column!r} is not a column; the columns are {cols}.")

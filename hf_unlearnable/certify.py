@@ -150,7 +150,7 @@ def smoothed_accuracies(model: nn.Module, images: torch.Tensor, labels: torch.Te
     """Test accuracy of theta-hat + sigma*N(0, I) for n draws over all named parameters (not BN buffers)."""
     from tqdm.auto import tqdm
 
-    from ._data import progress_bars
+    from ._progress import progress_bars
 
     params = [p for _, p in model.named_parameters()]
     saved = [p.detach().clone() for p in params]
@@ -234,8 +234,11 @@ def recover(model: nn.Module, clean: Any, test: Any, *, etas: Sequence[float] = 
     """Weight-recovery attack: fine-tune a copy of `model` (theta-hat) on `clean` for each eta, projected onto the
     eta-sphere around theta-hat after every step; returns {"base_accuracy", "curve": [{eta, test_accuracy}]}."""
     etas = _etas(etas, positive=True)
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ProtectionError(f"epochs={epochs!r} must be a positive integer.")
+    for name, value, least in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ProtectionError(f"{name}={value!r} must be an integer >= {least}.")
+    if not isinstance(model, nn.Module):
+        raise ProtectionError(f"model={model!r} must be the trained torch.nn.Module to recover from (theta-hat).")
     if not _number("lr", lr) > 0:
         raise ProtectionError(f"lr={lr!r} must be positive.")
     kw = dict(image_column=image_column, label_column=label_column)

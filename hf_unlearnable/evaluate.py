@@ -65,7 +65,10 @@ def _victim(victim: Any, epochs: int | None) -> VictimConfig:
             raise ProtectionError(f"victim={victim!r}: {exc}. The dict takes 'arch', 'width' and 'train' (the "
                                   f"fields of training.TrainConfig: {sorted(TrainConfig.__dataclass_fields__)}).") \
                 from None
-        cfg = VictimConfig(victim.get("arch", "convnet"), victim.get("width"), train)
+        width = victim.get("width")
+        if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
+            raise ProtectionError(f"victim width={width!r} must be a positive integer (or absent for the default).")
+        cfg = VictimConfig(victim.get("arch", "convnet"), width, train)
     else:
         raise ProtectionError(f"victim={victim!r}: pass None (auto), an architecture name, a dict or a VictimConfig.")
     if epochs is not None:

@@ -152,7 +152,7 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Train
 
     from tqdm.auto import tqdm
 
-    from ._data import progress_bars
+    from ._progress import progress_bars
 
     dev = device()
     gen = torch.Generator().manual_seed(seed)

@@ -91,7 +91,8 @@ def test_certify_and_recover_check_that_train_and_test_are_one_task(tmp_path):
     model = build("convnet", 4, 8)
     with pytest.raises(ProtectionError, match="4 outputs.*label 7"):
         certify(None, wide, model=model, n=2, progress=False)
-    for kwargs, name in ((dict(etas=[]), "empty"), (dict(epochs=0), "epochs="), (dict(lr=-1), "lr=")):
+    for kwargs, name in ((dict(etas=[]), "empty"), (dict(epochs=0), "epochs="), (dict(lr=-1), "lr="),
+                         (dict(batch_size="8"), "batch_size="), (dict(seed="x"), "seed=")):
         with pytest.raises(ProtectionError, match=name):
             recover(model, train, train, progress=False, **kwargs)
 

@@ -307,6 +307,15 @@ def test_noise_for_other_image_size(make_ds):
         ds.map(protect(noise=classwise_noise()), batched=True, with_indices=True)
 
 
+def test_two_classlabel_columns_say_several(make_ds):
+    from datasets import ClassLabel
+
+    ds = make_ds(images=tiny_images(4), labels=[0, 1, 0, 1], label_column="a", label_feature=ClassLabel(num_classes=2))
+    ds = ds.add_column("b", [1, 0, 1, 0]).cast_column("b", ClassLabel(num_classes=2))
+    with pytest.raises(ProtectionError, match=r"several columns could hold the labels \(\['a', 'b'\]"):
+        craft(ds, "em", **EM_FAST)
+
+
 def test_images_too_small_for_the_surrogate(make_ds):
     ds = make_ds(images=tiny_images(10, size=4))
     with pytest.raises(ProtectionError, match=r"at least 8x8 pixels; these are 4x4"):
@@ -382,7 +391,8 @@ def test_clean_that_is_not_the_protected_rows_is_refused(tiny_ds, make_ds):
 
 def test_evaluate_arguments_of_the_wrong_kind(tiny_ds, make_ds):
     for kwargs, name in ((dict(epochs=0), "epochs"), (dict(epochs="a"), "epochs"), (dict(seed="x"), "seed"),
-                         (dict(mix=["a"]), "mix"), (dict(victim={"train": {"epoch": 1}}), "TrainConfig")):
+                         (dict(mix=["a"]), "mix"), (dict(victim={"train": {"epoch": 1}}), "TrainConfig"),
+                         (dict(victim={"width": "8"}), "width")):
         with pytest.raises(ProtectionError, match=name):
             evaluate(tiny_ds, tiny_ds, progress=False, **{"epochs": 1, **kwargs})
     test = make_ds(images=tiny_images(4), labels=[0, 1, 2, 10], label_feature=Value("int64"))

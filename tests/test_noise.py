@@ -222,9 +222,11 @@ def test_save_leaves_no_temporary_directories(tmp_path):
     noise.save_pretrained(tmp_path / "n")
     noise.save_pretrained(tmp_path / "n")          # overwrite
     assert sorted(os.listdir(tmp_path)) == ["n"]
-    # a saved artefact is for sharing: folder and files readable by others (safetensors writes 0600 files)
-    assert os.stat(tmp_path / "n").st_mode & 0o777 == 0o755
-    assert {os.stat(f).st_mode & 0o777 for f in (tmp_path / "n").iterdir()} == {0o644}
+    # the modes a plain write gets under the umask (mkdtemp and safetensors make 0700 / 0600)
+    from hf_unlearnable._artefacts import _UMASK
+
+    assert os.stat(tmp_path / "n").st_mode & 0o777 == 0o777 & ~_UMASK
+    assert {os.stat(f).st_mode & 0o777 for f in (tmp_path / "n").iterdir()} == {0o666 & ~_UMASK}
 
 
 def test_failed_save_leaves_nothing(tmp_path, monkeypatch):

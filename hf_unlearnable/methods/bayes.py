@@ -450,8 +450,8 @@ class BayesErrorOptimisation(SurrogateMethod):
     def _craft(self, data, checkpoint_dir=None):
         from tqdm.auto import tqdm
 
-        from .._data import progress_bars
         from .._distributed import process_group, rows_of
+        from .._progress import progress_bars
         from ..noise import Noise
         from ..training import device, to_float
 

@@ -283,8 +283,8 @@ class ErrorMinimizing(SurrogateMethod):
     def craft(self, data, checkpoint_dir=None):
         from tqdm.auto import tqdm
 
-        from .._data import progress_bars
         from .._distributed import process_group, rows_of
+        from .._progress import progress_bars
         from ..noise import Noise
         from ..surrogates.nets import build
         from ..training import StepTrainer, autocast, device, memory_format, to_float

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..errors import ProtectionError
+
 
 def _conv_bn(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
@@ -48,11 +50,9 @@ class ConvNet(_Net):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         if min(x.shape[-2:]) < 8:   # three 2x2 poolings: smaller inputs fail deep inside torch
-            from ..errors import ProtectionError
-
             raise ProtectionError(f"the convnet needs images of at least 8x8 pixels; these are "
-                                  f"{x.shape[-2]}x{x.shape[-1]}. Resize them first (e.g. to 32x32), or use "
-                                  "surrogate_arch='resnet18'.")
+                                  f"{x.shape[-2]}x{x.shape[-1]}. Resize them first (e.g. to 32x32), or pick the "
+                                  "resnet18 architecture (surrogate_arch=, victim=) for small images.")
         return F.adaptive_max_pool2d(self.body(x), 1).flatten(1)
 
 
