@@ -101,6 +101,9 @@ class ProtectTransform:
 
     # -- the map function ---------------------------------------------------------------------------------------
     def __call__(self, batch: dict, indices: Sequence[int] | None = None) -> dict:
+        if not hasattr(batch, "keys"):   # Dataset.map(..., input_columns=[...]) passes the columns' values instead
+            raise ProtectionError("protect() needs whole batches (a dict of columns): drop input_columns= from "
+                                  "Dataset.map, and name the columns with image_column= / label_column= instead.")
         method = self._get_method() if self.noise is None else None
         need_label = (self.noise is not None and self.noise.kind == "classwise") or bool(method and method.uses_labels)
         img_col, lab_col = find_batch_columns(batch, self.image_column, self.label_column, need_label)

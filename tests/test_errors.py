@@ -75,6 +75,11 @@ def test_corrupt_image_without_indices_points_to_with_indices(make_ds):
         make_ds(images=cells).map(protect(method="random"), batched=True, batch_size=8)
 
 
+def test_input_columns_is_explained(tiny_ds):
+    with pytest.raises(ProtectionError, match="drop input_columns="):
+        tiny_ds.map(protect(method="random"), batched=True, input_columns=["img"])
+
+
 def test_not_batched_is_explained(tiny_ds):
     with pytest.raises(ProtectionError, match="batched=True"):
         tiny_ds.map(protect(method="random"))
