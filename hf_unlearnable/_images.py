@@ -88,8 +88,9 @@ def decode_image(value: Any, column: str, position: int, indices: Sequence[int] 
         raise ProtectionError(f"{where}: the image is missing (None). Drop or fix that row.")
     else:
         raise ProtectionError(
-            f"{where}: expected an image (PIL image or {{'bytes', 'path'}}), got {type(value).__name__}. "
-            "Pass image_column= to name the right column."
+            f"{where}: expected an image (PIL image or {{'bytes', 'path'}}), got {type(value).__name__}. If "
+            "this is not the image column, name the right one with image_column=; if it is, cast it to images "
+            "(ds.cast_column(..., datasets.Image()))."
         )
     if img is not None:
         if img.mode != "RGB":

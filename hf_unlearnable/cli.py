@@ -47,7 +47,9 @@ def parse_epsilon(text: str) -> float:
     """'8/255' or a float such as '0.0314'. Range checks are the library's (check_epsilon), not argparse's."""
     try:
         value = _fraction(text) if "/" in str(text) else float(text)
-    except (ValueError, ZeroDivisionError):
+    except ZeroDivisionError:
+        raise argparse.ArgumentTypeError(f"{text!r} divides by zero: write e.g. 8/255 or 0.0314") from None
+    except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number: write e.g. 8/255 or 0.0314") from None
     return value
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 
@@ -204,6 +205,11 @@ def test_parse_helpers():
                           "lr=0.05", "name=a=b"]) == {
         "steps": 10, "random_start": True, "mode": "classwise", "step_size": pytest.approx(0.8 / 255), "x": None,
         "lr": 0.05, "name": "a=b"}
+    assert parse_options(["random_start=False", "surrogate=None"]) == {"random_start": False, "surrogate": None}
+    with pytest.raises(argparse.ArgumentTypeError, match="divides by zero"):
+        parse_epsilon("1/0")
+    with pytest.raises(argparse.ArgumentTypeError, match="not a number"):
+        parse_epsilon("eight")
 
 
 def test_craft_then_protect_with_noise_then_evaluate(tiny, tmp_path, capsys):
