@@ -174,7 +174,10 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Train
     bar = tqdm(total=total, desc=desc, unit="step", disable=not (progress and progress_bars()), leave=False)
     for epoch in range(cfg.epochs):
         model.train()
-        loss_sum = correct = seen = 0.0
+        # summed on the device, read once per epoch: a float() per step would wait for the GPU at every step
+        loss_total = torch.zeros((), device=dev)
+        correct_total = torch.zeros((), dtype=torch.long, device=dev)
+        seen = 0
         for idx in _batches(n, cfg.batch_size, gen):
             x = to_float(images[idx], dev)
             y = labels[idx].to(dev)
@@ -197,10 +200,11 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Train
             sched.step()
             if after_step is not None:
                 after_step()
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += float((out.argmax(1) == y).sum())
+            loss_total += loss.detach() * len(idx)
+            correct_total += (out.argmax(1) == y).sum()
             seen += len(idx)
             bar.update(1)
+        loss_sum, correct = float(loss_total), float(correct_total)
         bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}")
     bar.close()
     model.eval()
