@@ -70,6 +70,13 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def file_in_the_way(path: Path, include_self: bool = False) -> Path | None:
+    """The first of `path`'s parents (and `path` itself with `include_self`) that exists and is not a folder: what
+    stops a folder from being made there."""
+    candidates = (path, *path.parents) if include_self else path.parents
+    return next((p for p in candidates if p.exists() and not p.is_dir()), None)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write a text file whole or not at all (a temporary sibling, then one rename); ends it with a newline."""
     target = Path(os.path.expanduser(str(path)))

@@ -194,19 +194,17 @@ def _row(i: int, indices: Sequence[int] | None) -> str:
     return f"row {int(indices[i])}" if indices is not None else f"row {i} of this batch"
 
 
-def check_unique_ids(ids: Sequence[str], column: str, indices: Sequence[int] | None = None,
-                     in_batch: bool = True) -> None:
+def check_unique_ids(ids: Sequence[str], column: str, indices: Sequence[int] | None = None) -> None:
     """Ids from an id column must be unique where they key noise: one row would get another row's noise. (Pixel-hash
-    ids repeat only for identical images, which may share noise.) `indices`: dataset rows of a batch's ids;
-    `in_batch=False`: the ids are the whole dataset's, in row order."""
+    ids repeat only for identical images, which may share noise.) `indices`: the dataset rows of the ids (None: a
+    batch without indices)."""
     if len(set(ids)) == len(ids):
         return
     first: dict[str, int] = {}
     for i, v in enumerate(ids):
         if v in first:
-            rows = (f"rows {first[v]} and {i}" if not in_batch else
-                    f"{_row(first[v], indices)} and {_row(i, indices)}")
-            raise ProtectionError(f"column {column!r}: {rows} share the id {v!r}. {_IDS_HELP}")
+            raise ProtectionError(f"column {column!r}: {_row(first[v], indices)} and {_row(i, indices)} share the "
+                                  f"id {v!r}. {_IDS_HELP}")
         first[v] = i
 
 
@@ -255,7 +253,7 @@ def load_labelled(dataset: Any, *, image_column: str | None = None, label_column
         ids.extend(row_ids(batch, imgs, id_column, idx, check=check_ids))
     id_col = id_column or (ID_COLUMN if ID_COLUMN in dataset.column_names else None)
     if check_ids and id_col is not None:
-        check_unique_ids(ids, id_col, in_batch=False)
+        check_unique_ids(ids, id_col, range(len(ids)))    # across chunks (row_ids checked each chunk)
     shapes = {a.shape for a in images}
     if same_shape and len(shapes) > 1:
         raise ProtectionError(

@@ -90,13 +90,11 @@ def _etas(etas: Any, positive: bool = False) -> tuple[float, ...]:
 def _check(q: float, sigma: float, n: int, confidence: float, etas: Sequence[float]) -> None:
     for name, value in (("q", q), ("sigma", sigma), ("confidence", confidence)):
         _number(name, value)
-    if isinstance(n, bool):
-        raise ProtectionError(f"n={n} must be a positive integer (the paper uses 1000).")
     if not 0 < q < 1:
         raise ProtectionError(f"q={q} must be in (0, 1).")
     if not sigma > 0:
         raise ProtectionError(f"sigma={sigma} must be positive.")
-    if not (isinstance(n, int) and n >= 1):
+    if isinstance(n, bool) or not (isinstance(n, int) and n >= 1):
         raise ProtectionError(f"n={n} must be a positive integer (the paper uses 1000).")
     if not 0 < confidence < 1:
         raise ProtectionError(f"confidence={confidence} must be in (0, 1).")

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ._artefacts import atomic_dir, write_text_atomic
+from ._artefacts import atomic_dir, file_in_the_way, write_text_atomic
 from .errors import ProtectionError
 
 logger = logging.getLogger("hf_unlearnable.cli")
@@ -156,7 +156,7 @@ def load_source(src: str, split: str):
 # -- atomic outputs ------------------------------------------------------------------------------------------------
 def check_output(output: str, overwrite: bool, *inputs: str | None) -> Path:
     target = Path(os.path.expanduser(output))
-    blocking = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    blocking = file_in_the_way(target)
     if blocking is not None:
         raise ProtectionError(f"--output {output!r}: {str(blocking)!r} is a file, not a folder; choose another path.")
     for src in inputs:   # --overwrite must never replace (or swallow) what the command reads
@@ -181,7 +181,7 @@ def check_file_outputs(**paths: str | None) -> None:
         target = Path(os.path.expanduser(path))
         if target.is_dir():
             raise ProtectionError(f"--{flag} {path!r} is a folder; pass a file path.")
-        blocking = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+        blocking = file_in_the_way(target)
         if blocking is not None:
             raise ProtectionError(f"--{flag} {path!r}: {str(blocking)!r} is a file, not a folder.")
 

@@ -56,7 +56,7 @@ class MethodConfig:
 
         for f in fields(self):   # NumPy scalars as Python ones: the checks below and the JSON config take those
             value = getattr(self, f.name)
-            if isinstance(value, np.generic) and isinstance(value, (np.bool_, np.integer, np.floating)):
+            if isinstance(value, (np.bool_, np.integer, np.floating)):
                 setattr(self, f.name, value.item())
         self.epsilon = check_epsilon(self.epsilon)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:

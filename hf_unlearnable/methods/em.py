@@ -139,7 +139,9 @@ class _Checkpoint:
     def __init__(self, directory: str | os.PathLike | None, config: dict, fingerprint: str):
         self.dir = Path(directory).expanduser() if directory is not None else None
         if self.dir is not None:
-            blocking = next((p for p in (self.dir, *self.dir.parents) if p.exists() and not p.is_dir()), None)
+            from .._artefacts import file_in_the_way
+
+            blocking = file_in_the_way(self.dir, include_self=True)
             if blocking is not None:
                 raise ProtectionError(f"checkpoint_dir={str(directory)!r}: {str(blocking)!r} is a file, not a "
                                       "folder; choose another checkpoint directory.")
