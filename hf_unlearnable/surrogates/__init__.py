@@ -1,7 +1,8 @@
 """Surrogate models: a network plus a typed config, saved as config.json + model.safetensors.
 
 The bundled default (surrogates/default/) is a small CIFAR-10 ConvNet trained by hub_scripts/train_surrogate.py;
-it loads offline and is what per-batch methods use unless `surrogate=` names another. Any transformers
+it loads offline and is what per-batch methods use unless `surrogate=` names another. `train_surrogate(ds)`
+(surrogates/train.py) makes one for a dataset's own classes, any number of them. Any transformers
 `AutoModelForImageClassification` (a Hub repo id, a local folder or a model object) works too: it is wrapped so
 that it takes the same input as the built-in nets (float [0, 1] NCHW pixels; resizing and the model's own
 normalisation happen inside, differentiably) and `features(x)` is the pooled representation its classifier head
@@ -352,3 +353,6 @@ def load_surrogate(spec: Any = None, *, revision: str | None = None,
         return Surrogate.from_pretrained(spec, revision=revision, token=token)
     raise ProtectionError(f"surrogate={spec!r}: pass None for the bundled default, a Surrogate, a transformers image "
                           "classifier, a local folder or a Hub repo id.")
+
+
+from .train import DEFAULT_RESOLUTION, train_surrogate  # noqa: E402  (train.py imports Surrogate from here)
