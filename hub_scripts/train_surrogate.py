@@ -4,7 +4,8 @@
 
 --data: a folder with train.parquet/test.parquet in the Hub's cifar10 schema, "hub" for the Hub's cifar10, or
 "bundled" for the package's small slice (for a quick check only). Writes config.json + model.safetensors and
-records the clean test accuracy in the config.
+records the clean test accuracy in the config. The training is hf_unlearnable.train_surrogate (the public way to
+make a surrogate for your own classes; also `hf-unlearnable train-surrogate`).
 
 A slightly robust surrogate (fast adversarial training at a small radius) on rows of every class that the mixing
 benchmark never uses (its train, validation and transfer rows are the first 2,200 of each class):
@@ -17,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
-
-import torch
 
 OUT = Path(__file__).resolve().parents[1] / "hf_unlearnable" / "surrogates" / "default"
 
@@ -40,10 +38,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(OUT), help=f"output directory (default {OUT})")
     args = ap.parse_args(argv)
 
-    from hf_unlearnable._data import load_labelled
+    from hf_unlearnable import ProtectionError, train_surrogate
     from hf_unlearnable.data import load_cifar10, per_class_rows
-    from hf_unlearnable.surrogates import Surrogate, SurrogateConfig
-    from hf_unlearnable.training import TrainConfig, accuracy, fit
 
     train_ds = load_cifar10("train", args.data)
     if args.class_rows:
@@ -52,24 +48,19 @@ def main(argv=None) -> int:
         except ValueError:
             ap.error(f"--class-rows {args.class_rows!r}: expected START:STOP, e.g. 2200:4200")
         train_ds = train_ds.select(per_class_rows(train_ds["label"], start, stop))
-    train = load_labelled(train_ds)
-    test = load_labelled(load_cifar10("test", args.data))
-    tcfg = TrainConfig(epochs=args.epochs, adversarial_epsilon=args.adversarial_epsilon / 255,
-                       adversarial_steps=args.adversarial_steps)
-    sur = Surrogate(SurrogateConfig(arch=args.arch, width=args.width, num_classes=train.num_classes,
-                                    class_names=train.class_names, image_size=list(train.images.shape[1:3])))
-    x = torch.from_numpy(train.images).permute(0, 3, 1, 2).contiguous()
-    t0 = time.perf_counter()
-    hist = fit(sur.model, x, torch.from_numpy(train.labels), tcfg, seed=args.seed, desc="surrogate")
-    xt = torch.from_numpy(test.images).permute(0, 3, 1, 2).contiguous()
-    acc = accuracy(sur.model, xt, torch.from_numpy(test.labels))
-    sur.config.training = {"data": args.data if args.data in ("hub", "bundled") else "cifar10 (JPEG q75 copy, "
-                           "50,000 train images, original order)", "train_rows": len(train),
-                           "class_rows": args.class_rows,
-                           "test_accuracy": round(acc, 4), "seconds": round(time.perf_counter() - t0, 1),
-                           "seed": args.seed, **tcfg.to_dict()}
+    try:
+        sur = train_surrogate(train_ds, arch=args.arch, width=args.width, epochs=args.epochs, seed=args.seed,
+                              test=load_cifar10("test", args.data), adversarial_epsilon=args.adversarial_epsilon / 255,
+                              adversarial_steps=args.adversarial_steps)
+    except ProtectionError as exc:
+        ap.error(str(exc))
+    t = sur.config.training
+    t["data"] = (args.data if args.data in ("hub", "bundled")
+                 else "cifar10 (JPEG q75 copy, 50,000 train images, original order)")
+    t["class_rows"] = args.class_rows
     sur.save_pretrained(args.out)
-    print(f"surrogate: test accuracy {acc:.4f} after {args.epochs} epochs ({hist['seconds']:.0f} s) -> {args.out}")
+    print(f"surrogate: test accuracy {t['test_accuracy']:.4f} after {args.epochs} epochs ({t['seconds']:.0f} s) "
+          f"-> {args.out}")
     return 0
 
 

@@ -104,7 +104,7 @@ def _describe(data, what: str) -> str:
 def train_surrogate(dataset: Any, *, arch: str = "convnet", width: int | None = None, epochs: int = 12,
                     resolution: int | tuple[int, int] | None = None, seed: int = 0, test: Any = None,
                     image_column: str | None = None, label_column: str | None = None,
-                    adversarial_epsilon: float = 0.0, progress: bool = True) -> Surrogate:
+                    adversarial_epsilon: float = 0.0, adversarial_steps: int = 1, progress: bool = True) -> Surrogate:
     """Train a surrogate classifier for the classes of `dataset` (a labelled `datasets.Dataset`, any number of
     classes) and return it, ready for `protect(method="em" | "bayes", surrogate=...)`, `save_pretrained` and
     `push_to_hub`.
@@ -114,12 +114,16 @@ def train_surrogate(dataset: Any, *, arch: str = "convnet", width: int | None = 
     size. `arch`: "convnet" (CPU-fast) or "resnet18"; `width`: its base width (None: the architecture's default).
     Training is the library's one trainer (training.fit: SGD with a one-cycle schedule, crop + flip) for `epochs`
     passes, seeded by `seed` (weights' initialisation included). `adversarial_epsilon` > 0 (pixel units, e.g.
-    2/255) trains on L-inf adversarial examples of that radius: a slightly robust surrogate. With `test=` (the same
+    2/255) trains on L-inf adversarial examples of that radius (`adversarial_steps`: 1 = FGSM from a random start,
+    n = PGD-n): a slightly robust surrogate. With `test=` (the same
     classes) its clean accuracy is measured and recorded. The config records the classes (ClassLabel names where
     the label column has them), the image size and a `training` record (data, rows, epochs, seed, accuracy,
     seconds and the TrainConfig); bad input is a ProtectionError naming the argument.
     """
     adv = _check_arguments(arch, width, epochs, seed, adversarial_epsilon)
+    if not _is_int(adversarial_steps) or adversarial_steps < 1:
+        raise ProtectionError(f"adversarial_steps={adversarial_steps!r} must be an int of at least 1 (1 = FGSM from a "
+                              "random start, n = PGD-n).")
     height, width_px = check_resolution(resolution)
     size = (height, width_px)
     train = _read(dataset, "training data", size, image_column, label_column)
@@ -137,7 +141,7 @@ def train_surrogate(dataset: Any, *, arch: str = "convnet", width: int | None = 
     if test is not None:
         held_out = _read(test, "test data", size, image_column, label_column)
         check_same_task(train, held_out)
-    cfg = TrainConfig(epochs=int(epochs), adversarial_epsilon=adv)
+    cfg = TrainConfig(epochs=int(epochs), adversarial_epsilon=adv, adversarial_steps=int(adversarial_steps))
     torch.manual_seed(int(seed))      # the initial weights, too, follow the seed
     sur = Surrogate(SurrogateConfig(arch=arch, width=None if width is None else int(width),
                                     num_classes=train.num_classes, class_names=train.class_names,

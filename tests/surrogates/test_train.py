@@ -89,6 +89,12 @@ def test_mixed_sizes_are_resized_to_the_resolution():
     assert sur.config.image_size == [16, 24]
 
 
+def test_adversarial_training_is_recorded():
+    sur = train_surrogate(twelve_classes(12), adversarial_epsilon=2 / 255, adversarial_steps=2, **FAST)
+    assert sur.config.training["adversarial_epsilon"] == pytest.approx(2 / 255)
+    assert sur.config.training["adversarial_steps"] == 2
+
+
 def test_plain_int_labels_without_names():
     ds = twelve_classes(12).cast_column("label", datasets.Value("int64"))
     sur = train_surrogate(ds, **FAST)
@@ -109,6 +115,7 @@ def test_plain_int_labels_without_names():
     (dict(resolution=32.0), "resolution=32.0"),
     (dict(adversarial_epsilon=2), "did you mean 2/255"),
     (dict(adversarial_epsilon=-0.1), "adversarial_epsilon=-0.1"),
+    (dict(adversarial_steps=0), "adversarial_steps=0"),
     (dict(seed="a"), "seed='a'"),
     (dict(label_column="nope"), "label_column='nope'"),
     (dict(image_column="caption"), "caption"),
