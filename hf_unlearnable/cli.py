@@ -4,6 +4,7 @@
     hf-unlearnable craft --data bundled --method em --mode classwise --output noise-em/
     hf-unlearnable protect --data bundled --noise noise-em/ --output protected-em/
     hf-unlearnable evaluate --protected protected-em/ --test bundled --clean bundled --mix 1.0 0.5
+    hf-unlearnable train-surrogate --data my-data/ --output surrogates/mine    # for your own classes
     hf-unlearnable demo
 
 Every bad input ends as `error: <message>` on stderr and exit status 2, never a traceback. Outputs are written to a
@@ -102,6 +103,21 @@ def _ratio(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number in (0, 1]") from None
 
 
+def parse_class_map(text: str) -> str | dict:
+    """--class-map: 'index', or a JSON object {your class: noise class}; keys written as integers ("3") are label
+    indices, other keys class names; values are noise class names or indices."""
+    if text.strip() == "index":
+        return "index"
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'index' nor a JSON object such as "
+                                         '\'{"tabby": "cat", "3": 5}\'')
+    return {int(k) if k.strip().lstrip("-").isdigit() else k: v for k, v in value.items()}
+
+
 def _wrap(text: str) -> str:
     """Wrap a description for RawDescriptionHelpFormatter (which keeps the examples in the epilog as written)."""
     return textwrap.fill(text, width=min(100, shutil.get_terminal_size((100, 20)).columns - 2))
@@ -151,6 +167,11 @@ def load_source(src: str, split: str):
                                   "the file is damaged or not Parquet.") from None
     raise ProtectionError(f"{src!r} is neither a save_to_disk folder nor a folder with {split}.parquet; pass "
                           f"{SOURCES_HELP}.")
+
+
+def _given(**keywords: Any) -> dict[str, Any]:
+    """The keywords whose flag was given (None: left to the library's default, and not passed at all)."""
+    return {k: v for k, v in keywords.items() if v is not None}
 
 
 # -- atomic outputs ------------------------------------------------------------------------------------------------
@@ -274,6 +295,13 @@ def _add_protect(sub) -> None:
     p.add_argument("--id-column", default=None,
                    help="column of stable row ids that keys sample-wise noise. Default: 'id' if present, else a "
                         "hash of the original pixels.")
+    p.add_argument("--resolution", type=_positive_int, default=None, metavar="N",
+                   help="working size (N x N) of methods that run a network; their noise is resized to each image's "
+                        "own size, which the output keeps. Default: the surrogate's (32 for the bundled one).")
+    p.add_argument("--class-map", type=parse_class_map, default=None, metavar="MAP",
+                   help="with --noise (class-wise): apply it to a dataset with other classes. 'index' (your class k "
+                        "gets pattern k) or a JSON object {your class: noise class}, names or indices, e.g. "
+                        "'{\"tabby\": \"cat\", \"3\": 5}'. Default: the dataset's classes must be the noise's.")
     p.add_argument("--output", required=True, metavar="DIR", help="folder to write (Dataset.save_to_disk). Required.")
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists. Default: refuse.")
     p.add_argument("--num-proc", type=_positive_int, default=None, metavar="N",
@@ -292,6 +320,7 @@ def cmd_protect(args: argparse.Namespace) -> int:
         check_epsilon(args.epsilon)
     options = parse_options(args.option)
     cols = dict(image_column=args.image_column, label_column=args.label_column, id_column=args.id_column)
+    cols.update(_given(resolution=args.resolution, class_map=args.class_map))
     if args.noise is not None:
         transform = protect(noise=load_noise(args.noise), epsilon=args.epsilon, seed=args.seed, **cols, **options)
     else:
@@ -354,6 +383,14 @@ def _add_craft(sub) -> None:
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
                    help="save the crafting state after every round and resume from it after an interruption. "
                         "Default: no checkpoints.")
+    p.add_argument("--resolution", type=_positive_int, default=None, metavar="N",
+                   help="working size (N x N) the noise is crafted at, recorded in it (images of any size are "
+                        "resized for crafting; protect brings the noise to each image's own size). Default: the "
+                        "method's surrogate's input size, 32 for the bundled one.")
+    p.add_argument("--clusters", type=int, default=None, metavar="K",
+                   help="data without a label column: craft against K pseudo-classes, k-means clusters of the "
+                        "bundled surrogate's features (class-wise noise then carries the centroids and needs no "
+                        "labels when applied). Default: 10 for such data.")
     p.add_argument("--output", required=True, metavar="DIR",
                    help="folder for the noise (config.json + noise.safetensors). Required.")
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists. Default: refuse.")
@@ -383,7 +420,7 @@ def cmd_craft(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     noise = craft(ds, args.method, epsilon=args.epsilon, seed=args.seed, checkpoint_dir=args.checkpoint_dir,
                   image_column=args.image_column, label_column=args.label_column, id_column=args.id_column,
-                  **options)
+                  **_given(resolution=args.resolution, clusters=args.clusters), **options)
     seconds = time.perf_counter() - t0
     from ._distributed import process_group
 
@@ -440,6 +477,9 @@ def _add_evaluate(sub) -> None:
                                                        "victim. Default: 0.")
     p.add_argument("--image-column", default=None, help="image column of all three datasets. Default: detected.")
     p.add_argument("--label-column", default=None, help="label column of all three datasets. Default: detected.")
+    p.add_argument("--resolution", type=_positive_int, default=None, metavar="N",
+                   help="train and test the victims at N x N: every image (any size) is resized to it, as a "
+                        "scraper's pipeline does. Default: 32.")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the full report as JSON. Default: no.")
     p.add_argument("--markdown", default=None, metavar="FILE", help="also write the Markdown table. Default: no.")
     _add_verbosity(p)
@@ -461,7 +501,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     clean = load_source(args.clean, args.clean_split) if args.clean is not None else None
     report = evaluate(protected, test, clean=clean, mix=args.mix, defences=args.defences, victim=args.victim,
                       epochs=args.epochs, seed=args.seed, image_column=args.image_column,
-                      label_column=args.label_column, progress=args.quiet == 0)
+                      label_column=args.label_column, progress=args.quiet == 0, **_given(resolution=args.resolution))
     md = report.to_markdown()
     print(md)
     if args.json:
@@ -834,7 +874,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from . import __version__, _cli_train
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -849,6 +889,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_certify(sub)
     _add_recover(sub)
     _add_push(sub)
+    _cli_train.add_parser(sub)
     _add_demo(sub)
     return parser
 
@@ -874,7 +915,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _command_line_hint(message: str) -> str:
     """The library's messages name Python arguments; on the command line the same fix is a flag."""
-    flags = [f"--{name.replace('_', '-')}" for name in ("image_column", "label_column", "id_column")
+    flags = [f"--{name.replace('_', '-')}" for name in ("image_column", "label_column", "id_column", "resolution",
+                                                         "class_map", "clusters", "adversarial_epsilon")
              if f"{name}=" in message]
     return f"\n(on the command line: {' / '.join(flags)})" if flags else ""
 

@@ -12,7 +12,7 @@ import pytest
 
 datasets = pytest.importorskip("datasets")
 
-from hf_unlearnable.cli import main, parse_epsilon, parse_options  # noqa: E402
+from hf_unlearnable.cli import main, parse_class_map, parse_epsilon, parse_options  # noqa: E402
 
 EPS_LEVELS = 8
 
@@ -49,7 +49,7 @@ def _leftovers(folder) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
-@pytest.mark.parametrize("command", [[], ["protect"], ["craft"], ["evaluate"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["protect"], ["craft"], ["evaluate"], ["train-surrogate"], ["demo"]])
 def test_help_exits_zero(command, capsys):
     assert main([*command, "--help"]) == 0
     out = capsys.readouterr().out
@@ -193,7 +193,9 @@ def test_errors_that_name_a_python_argument_also_name_the_flag(tiny, tmp_path, c
     _, ds = tiny
     src = tmp_path / "nolabel"
     ds.rename_column("label", "y").cast_column("y", datasets.Value("int64")).save_to_disk(str(src))
-    assert main(["protect", "--data", str(src), "--method", "em", "--output", str(tmp_path / "o")]) == 2
+    capsys.readouterr()
+    # (protect --method em no longer needs labels: without them it uses the surrogate's predicted classes)
+    assert main(["train-surrogate", "--data", str(src), "--epochs", "1", "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "label_column=" in err and "(on the command line: --label-column)" in err
 
@@ -257,3 +259,142 @@ def test_demo_runs_every_method_end_to_end_on_a_small_slice(tmp_path):
     md = (out / "demo.md").read_text()
     assert '| bayes | craft(ds, "bayes", passes=1) + protect(noise=...) |' in md
     assert "whole-set Bayes-error estimate" in md
+
+
+# -- train-surrogate and the working-resolution / class flags -------------------------------------------------------
+FAST_CRAFT = ["--option", "min_iters=1", "--option", "max_iters=1", "--option", "train_steps=1",
+              "--option", "batch_size=16"]
+
+
+@pytest.fixture
+def surrogate_dir(tiny, tmp_path, capsys):
+    """A 2-class surrogate trained on `tiny` by the command line (1 epoch)."""
+    src, _ = tiny
+    out = tmp_path / "surrogates" / "mine"
+    assert main(["train-surrogate", "--data", str(src), "--test", str(src), "--epochs", "1", "--width", "8",
+                 "--seed", "1", "--output", str(out), "-q"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    return out
+
+
+def test_train_surrogate_writes_a_surrogate_folder(tiny, surrogate_dir, tmp_path, capsys):
+    from hf_unlearnable import Surrogate
+
+    src, _ = tiny
+    assert sorted(p.name for p in surrogate_dir.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    cfg = json.loads((surrogate_dir / "config.json").read_text())
+    assert cfg["num_classes"] == 2 and cfg["class_names"] == ["a", "b"] and cfg["image_size"] == [32, 32]
+    t = cfg["training"]
+    assert t["train_rows"] == 16 and t["epochs"] == 1 and t["seed"] == 1 and 0 <= t["test_accuracy"] <= 1
+    assert "2 classes" in (surrogate_dir / "README.md").read_text()
+    assert Surrogate.from_pretrained(surrogate_dir).num_classes == 2
+    assert _leftovers(surrogate_dir.parent) == []
+    # an existing folder is refused before any training, replaced with --overwrite
+    again = ["train-surrogate", "--data", str(src), "--epochs", "1", "--width", "8", "--resolution", "16",
+             "--output", str(surrogate_dir), "-q"]
+    assert main(again) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*again, "--overwrite"]) == 0
+    assert json.loads((surrogate_dir / "config.json").read_text())["image_size"] == [16, 16]
+    assert _leftovers(surrogate_dir.parent) == []
+    # and protect uses it
+    out = tmp_path / "prot"
+    assert main(["protect", "--data", str(src), "--method", "em", "--option", f"surrogate={surrogate_dir}",
+                 "--option", "steps=1", "--output", str(out), "-q"]) == 0
+    assert len(datasets.load_from_disk(str(out))) == 16
+
+
+def test_train_surrogate_pushes_to_the_hub(tiny, hub, tmp_path, capsys):
+    from hf_unlearnable import Surrogate
+
+    src, _ = tiny
+    repo_id = hub.repo_id("my-surrogate")
+    assert main(["train-surrogate", "--data", str(src), "--epochs", "1", "--width", "8", "--push", repo_id,
+                 "-q"]) == 0
+    assert repo_id in capsys.readouterr().out
+    sur = Surrogate.from_pretrained(repo_id)
+    assert sur.num_classes == 2 and sur.config.class_names == ["a", "b"]
+    assert "README.md" in hub.api().list_repo_files(repo_id)
+
+
+def test_train_surrogate_bad_inputs_are_clean_errors(tiny, tmp_path, capsys):
+    src, ds = tiny
+    one_class = tmp_path / "one-class"
+    ds.filter(lambda r: r["label"] == 0).save_to_disk(str(one_class))
+    capsys.readouterr()
+    out = tmp_path / "o"
+    base = ["train-surrogate", "--epochs", "1", "--width", "8", "-q"]
+    cases = [
+        ([*base, "--data", str(src)], "--output"),                                            # nowhere to put it
+        ([*base, "--data", str(src), "--output", str(out), "--private"], "--push"),
+        ([*base, "--data", str(src), "--output", str(out), "--resolution", "4"], "8x8"),
+        ([*base, "--data", str(one_class), "--output", str(out)], "at least 2 classes"),
+        ([*base, "--data", str(src), "--label-column", "note", "--output", str(out)], "note"),
+        ([*base, "--data", str(src), "--output", str(out), "--adversarial-epsilon", "2"], "2/255"),
+        ([*base, "--data", str(tmp_path / "missing"), "--output", str(out)], "does not exist"),
+        ([*base, "--data", str(src), "--output", str(src), "--overwrite"], "would replace the input"),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and needle in err and "Traceback" not in err, (argv, err)
+    for argv in ([*base, "--data", str(src), "--output", str(out), "--epochs", "0"],
+                 [*base, "--data", str(src), "--output", str(out), "--arch", "vit"]):
+        assert main(argv) == 2                      # argparse's usage errors
+        assert "Traceback" not in capsys.readouterr().err
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_parse_class_map():
+    assert parse_class_map("index") == "index"
+    assert parse_class_map('{"tabby": "cat", "3": 5, "-1": 0}') == {"tabby": "cat", 3: 5, -1: 0}
+    for bad in ("nope", "[1, 2]", "3", '{"a": '):
+        with pytest.raises(argparse.ArgumentTypeError, match="index"):
+            parse_class_map(bad)
+
+
+def test_resolution_flags_reach_protect_craft_and_evaluate(tiny, surrogate_dir, tmp_path):
+    src, _ = tiny
+    out, noise_dir = tmp_path / "prot", tmp_path / "noise"
+    assert main(["protect", "--data", str(src), "--method", "em", "--option", f"surrogate={surrogate_dir}",
+                 "--option", "steps=1", "--resolution", "16", "--output", str(out), "-q"]) == 0
+    prot = datasets.load_from_disk(str(out)).cast_column("img", datasets.Image(decode=False))
+    assert _pixels(prot["img"][0]).shape == (32, 32, 3)          # the release keeps the images' own size
+    assert main(["craft", "--data", str(src), "--method", "em", "--mode", "classwise", *FAST_CRAFT,
+                 "--resolution", "16", "--output", str(noise_dir), "-q"]) == 0
+    from hf_unlearnable import load_noise
+
+    assert load_noise(str(noise_dir)).steps.shape[1:3] == (16, 16)
+    assert main(["evaluate", "--protected", str(out), "--test", str(src), "--epochs", "1", "--resolution", "16",
+                 "-q"]) == 0
+    assert main(["evaluate", "--protected", str(out), "--test", str(src), "--epochs", "1", "--resolution", "0",
+                 "-q"]) == 2
+
+
+def test_clusters_and_class_map_flags(tiny, tmp_path, capsys):
+    src, ds = tiny
+    unlabelled, renamed = tmp_path / "unlabelled", tmp_path / "renamed"
+    ds.remove_columns("label").save_to_disk(str(unlabelled))
+    ds.cast_column("label", datasets.ClassLabel(names=["x", "y"])).save_to_disk(str(renamed))
+    noise_dir, clustered = tmp_path / "noise", tmp_path / "clustered"
+    assert main(["craft", "--data", str(unlabelled), "--method", "em", "--mode", "classwise", *FAST_CRAFT,
+                 "--clusters", "2", "--output", str(clustered), "-q"]) == 0
+    from hf_unlearnable import load_noise
+
+    assert load_noise(str(clustered)).config.clustering["clusters"] == 2
+    # --clusters on labelled data: the library's error, one line
+    assert main(["craft", "--data", str(src), "--method", "em", "--clusters", "2", "--output",
+                 str(tmp_path / "x"), "-q"]) == 2
+    assert "clusters=" in capsys.readouterr().err
+    assert main(["craft", "--data", str(src), "--method", "em", "--mode", "classwise", *FAST_CRAFT,
+                 "--output", str(noise_dir), "-q"]) == 0
+    # noise crafted on classes a, b applied to a dataset whose classes are x, y: only with an explicit map
+    assert main(["protect", "--data", str(renamed), "--noise", str(noise_dir), "--output", str(tmp_path / "p0"),
+                 "-q"]) == 2
+    capsys.readouterr()
+    for i, mapping in enumerate(["index", '{"x": "b", "y": "a"}', '{"0": 1, "1": 0}']):
+        assert main(["protect", "--data", str(renamed), "--noise", str(noise_dir), "--class-map", mapping,
+                     "--output", str(tmp_path / f"p{i + 1}"), "-q"]) == 0, mapping
+    assert main(["protect", "--data", str(renamed), "--noise", str(noise_dir), "--class-map", "nope",
+                 "--output", str(tmp_path / "p9"), "-q"]) == 2
+    assert "index" in capsys.readouterr().err
