@@ -55,10 +55,10 @@ def check_resolution(resolution: Any) -> tuple[int, int]:
 
 
 def _check_arguments(arch: Any, width: Any, epochs: Any, seed: Any, adversarial_epsilon: Any) -> float:
-    if arch not in ARCHITECTURES:
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:
         raise ProtectionError(f"arch={arch!r} is not a surrogate architecture train_surrogate can build; pass one of "
-                              f"{sorted(ARCHITECTURES)} (a transformers model is wrapped with Surrogate.from_transformers "
-                              "instead).")
+                              f"{sorted(ARCHITECTURES)} (a transformers model is wrapped with "
+                              "Surrogate.from_transformers instead).")
     if width is not None and (not _is_int(width) or width < 1):
         raise ProtectionError(f"width={width!r} must be a positive int (the network's base width), or None for the "
                               f"architecture's default.")

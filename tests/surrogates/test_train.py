@@ -106,6 +106,7 @@ def test_plain_int_labels_without_names():
     (dict(epochs=1.5), "epochs=1.5"),
     (dict(epochs=True), "epochs=True"),
     (dict(arch="vit"), "arch='vit'.*convnet"),
+    (dict(arch=["convnet"]), r"arch=\[.convnet.\]"),
     (dict(arch="transformers"), "from_transformers"),
     (dict(width=0), "width=0"),
     (dict(resolution=0), "resolution=0"),
