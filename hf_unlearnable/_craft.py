@@ -4,28 +4,60 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._data import load_labelled
+from ._data import find_label_column, load_labelled
+from ._images import check_resolution
+from .errors import ProtectionError
 from .methods import get_method
 from .noise import Noise
 
 
 def craft(dataset: Any, method: str, *, epsilon: float = 8 / 255, seed: int = 0, checkpoint_dir: str | None = None,
           image_column: str | None = None, label_column: str | None = None, id_column: str | None = None,
-          **options: Any) -> Noise:
+          resolution: int | tuple[int, int] | None = None, clusters: int | None = None, **options: Any) -> Noise:
     """Craft noise over a whole `datasets.Dataset` with the method's dataset-level algorithm.
 
     E.g. `craft(ds, "em", mode="classwise")` runs EM's bi-level min-min. Progress is shown with tqdm; with
     `checkpoint_dir` the state is saved after every round and an interrupted run resumes where it stopped.
     Returns a `Noise` (class-wise by label, or sample-wise by row id) for `protect(noise=...)`.
+
+    Images of any size and mode (RGB, RGBA, L, LA) are crafted at one working `resolution` (an int side or (h, w);
+    default: the method's surrogate's input size, 32 for the bundled one), recorded in the noise; `protect` brings
+    the noise to each image's own size within epsilon. A dataset without a label column gets pseudo-classes for
+    the methods that need classes: `clusters` (default 10) k-means clusters of the bundled surrogate's features,
+    recorded in the noise (class-wise noise then carries the centroids and needs no labels when applied).
+
     Started as several processes (`accelerate launch --multi_gpu --num_processes N`, or torchrun), "bayes" (each
     pass) and sample-wise "em" (each round's noise update) split their work across them, and every process returns
     the same Noise (save it from the main process only); at equal threads per process the bytes do not depend on
     the number of processes.
     """
+    from ._clusters import DEFAULT_CLUSTERS, check_clusters, pseudo_label
+
     cls = get_method(method)
     cfg = cls.config_class.from_options(method, epsilon=epsilon, seed=seed, **options)
+    size = check_resolution(resolution) or cls(cfg).working_resolution()
     cls.check_processes(cfg)      # before reading the data, before torch.distributed
+    agnostic = False
+    if cls.uses_labels and label_column is None:
+        agnostic = find_label_column(dataset, image_column) is None
+    if clusters is not None:
+        check_clusters(clusters)
+        if not agnostic:
+            raise ProtectionError("clusters= applies to data without labels, but this dataset has a label column; "
+                                  "remove it (ds.remove_columns(...)) to craft label-agnostic noise, or drop "
+                                  "clusters= to craft by label.")
     data = load_labelled(dataset, image_column=image_column, label_column=label_column, id_column=id_column,
-                         need_label=cls.uses_labels, desc=f"Reading images for {method}",
-                         check_ids=getattr(cfg, "mode", "samplewise") == "samplewise")   # ids key the noise
-    return cls(cfg).craft(data, checkpoint_dir=checkpoint_dir)
+                         need_label=cls.uses_labels and not agnostic, desc=f"Reading images for {method}",
+                         check_ids=getattr(cfg, "mode", "samplewise") == "samplewise",   # ids key the noise
+                         resolution=size)
+    if not agnostic:
+        return cls(cfg).craft(data, checkpoint_dir=checkpoint_dir)
+    data, record, centroids = pseudo_label(data, clusters or DEFAULT_CLUSTERS, cfg.seed)
+    noise = cls(cfg).craft(data, checkpoint_dir=checkpoint_dir)
+    noise.config.clustering = record
+    if noise.kind == "classwise":
+        noise.centroids = centroids
+    else:       # sample-wise noise is keyed by id: the clusters only shaped the craft
+        noise.config.clustering = None
+        noise.config.stats["clustering"] = record
+    return noise

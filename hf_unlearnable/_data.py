@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._images import decode_image, row_id
+from ._images import decode_image, row_id, working_rgb
 from ._progress import progress_bars
 from .errors import ProtectionError
 
@@ -20,7 +20,8 @@ ID_COLUMN = "id"
 
 @dataclass
 class LabelledImages:
-    """A dataset decoded to memory: uint8 NxHxWx3 images, int64 labels, stable row ids, provenance."""
+    """A dataset decoded to memory: uint8 NxHxWx3 images (at the working resolution when one was asked for), int64
+    labels, stable row ids (of the original pixels), provenance."""
 
     images: np.ndarray
     labels: np.ndarray | None
@@ -59,7 +60,7 @@ def check_same_task(train: "LabelledImages", test: "LabelledImages") -> None:
     names), and no test label outside the training classes."""
     if test.images.shape[1:] != train.images.shape[1:]:
         raise ProtectionError(f"test images are {test.images.shape[1:]} but training images are "
-                              f"{train.images.shape[1:]}.")
+                              f"{train.images.shape[1:]}; pass resolution= to train and test at one size.")
     a, b = real_class_names(train.class_names), real_class_names(test.class_names)
     if a and b and a != b:
         raise ProtectionError(f"the training and test data name their classes differently ({a} vs {b}); a victim "
@@ -106,6 +107,22 @@ def find_columns(features: Any, column_names: Sequence[str], image_column: str |
             raise ProtectionError(_label_column_help(several, cols, "label_column='...'"))
         label_column = pick[0]
     return image_column, label_column
+
+
+def find_label_column(dataset: Any, image_column: str | None = None) -> str | None:
+    """The label column a method would use, or None when the dataset has none (a ClassLabel column or one of
+    LABEL_NAMES); several candidates are a ProtectionError asking to name one."""
+    features = getattr(dataset, "features", None)
+    cols = [c for c in getattr(dataset, "column_names", []) if c != image_column]
+    class_cols = [c for c in cols if features is not None and type(features.get(c)).__name__ == "ClassLabel"]
+    named = [c for c in cols if c in LABEL_NAMES]
+    pick = class_cols if len(class_cols) == 1 else named
+    if len(pick) == 1:
+        return pick[0]
+    if len(class_cols) > 1 or len(pick) > 1:
+        raise ProtectionError(_label_column_help(class_cols if len(class_cols) > 1 else pick, cols,
+                                                 "label_column='...'"))
+    return None
 
 
 def find_batch_columns(batch: dict, image_column: str | None, label_column: str | None,
@@ -162,8 +179,10 @@ def check_labels(values: Sequence[Any], column: str, num_classes: int | None,
                                   "the row.")
         if num_classes is not None and v >= num_classes:
             raise ProtectionError(
-                f"{where}: label {v} is out of range [0, {num_classes}). Fix the label, or use a surrogate/noise "
-                f"made for this many classes.")
+                f"{where}: label {v} is out of range [0, {num_classes}). Fix the label, or use a surrogate or noise "
+                "made for these classes: train a surrogate with train_surrogate(ds) (command line: hf-unlearnable "
+                "train-surrogate --data SRC --output DIR) and pass surrogate=DIR, map the classes onto class-wise "
+                "noise with class_map=, or craft the noise on this dataset.")
         out[i] = v
     return out
 
@@ -210,9 +229,12 @@ def check_unique_ids(ids: Sequence[str], column: str, indices: Sequence[int] | N
 
 def load_labelled(dataset: Any, *, image_column: str | None = None, label_column: str | None = None,
                   id_column: str | None = None, need_label: bool = True, num_classes: int | None = None,
-                  same_shape: bool = True, check_ids: bool = False, desc: str = "Reading images") -> LabelledImages:
+                  check_ids: bool = False, desc: str = "Reading images",
+                  resolution: tuple[int, int] | None = None) -> LabelledImages:
     """Decode a whole datasets.Dataset (validating every row) into a LabelledImages. `check_ids`: the ids will key
-    sample-wise noise, so an id column's ids must be present and unique."""
+    sample-wise noise, so an id column's ids must be present and unique. `resolution` (h, w): every image as RGB at
+    that size (gray replicated, alpha left out, resized where it differs), so memory is N x h x w x 3 whatever the
+    images' own sizes; None: the images' own size, which must then be one size."""
     from tqdm.auto import tqdm
 
     if not hasattr(dataset, "features") or not hasattr(dataset, "column_names"):
@@ -240,6 +262,7 @@ def load_labelled(dataset: Any, *, image_column: str | None = None, label_column
     images: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     ids: list[str] = []
+    sizes: set = set()
     n = len(raw)
     step = 1000
     for start in tqdm(range(0, n, step), desc=desc, unit="batch", disable=n <= step or not progress_bars(),
@@ -247,24 +270,29 @@ def load_labelled(dataset: Any, *, image_column: str | None = None, label_column
         batch = raw[start:start + step]
         idx = list(range(start, min(start + step, n)))
         imgs = [decode_image(v, image_column, i, idx) for i, v in enumerate(batch[image_column])]
-        images.extend(imgs)
         if label_column is not None:
             labels.append(check_labels(batch[label_column], label_column, num_classes, idx))
-        ids.extend(row_ids(batch, imgs, id_column, idx, check=check_ids))
+        ids.extend(row_ids(batch, imgs, id_column, idx, check=check_ids))   # ids of the original pixels
+        images.extend(working_rgb(a, resolution) for a in imgs)
+        sizes.update(a.shape[:2] for a in imgs)
     id_col = id_column or (ID_COLUMN if ID_COLUMN in dataset.column_names else None)
     if check_ids and id_col is not None:
         check_unique_ids(ids, id_col, range(len(ids)))    # across chunks (row_ids checked each chunk)
     shapes = {a.shape for a in images}
-    if same_shape and len(shapes) > 1:
+    if len(shapes) > 1:    # only without a resolution
         raise ProtectionError(
-            f"column {image_column!r}: images come in {len(shapes)} sizes ({sorted(shapes)[:3]}...); crafting and "
-            "evaluation need one size. Resize first, e.g. ds.map(lambda r: {'img': r['img'].resize((32, 32))})."
-        )
+            f"column {image_column!r}: images come in {len(shapes)} sizes ({sorted(shapes)[:3]}...); pass "
+            "resolution= (e.g. 32) to craft and train at one working size (the released images keep their own).")
     info = getattr(dataset, "info", None)
     source = {"dataset": getattr(info, "dataset_name", None) or getattr(info, "builder_name", None),
               "config": getattr(info, "config_name", None),
               "split": str(getattr(dataset, "split", None)) if getattr(dataset, "split", None) else None,
               "fingerprint": getattr(dataset, "_fingerprint", None),
-              "image_column": image_column, "label_column": label_column}
-    arr = np.stack(images) if same_shape else np.empty(0)
+              "image_column": image_column, "label_column": label_column,
+              "image_sizes": {"min": [min(int(h) for h, _ in sizes), min(int(w) for _, w in sizes)],
+                              "max": [max(int(h) for h, _ in sizes), max(int(w) for _, w in sizes)],
+                              "distinct": len(sizes)}}
+    if resolution is not None:
+        source["resolution"] = [int(v) for v in resolution]
+    arr = np.stack(images)
     return LabelledImages(arr, np.concatenate(labels) if labels else None, ids, class_names, source)

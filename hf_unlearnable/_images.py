@@ -74,8 +74,31 @@ def open_image_cell(value: dict, column: str, position: int, indices: Sequence[i
     return img
 
 
+# Modes protected as they are: the noise goes on the colour (or gray) channels, alpha is kept byte for byte.
+CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+MODE_OF_CHANNELS = {c: m for m, c in CHANNELS.items()}
+# Modes refused, each with advice that is right for it (never a cast that clips or drops data).
+_MODE_ADVICE = {
+    "P": "a palette image: convert it losslessly first, to 'RGBA' when the palette has transparency else 'RGB' "
+         "(e.g. ds.cast_column({col!r}, datasets.Image(mode='RGB'))); the release is then that mode",
+    "PA": "a palette image with alpha: convert it losslessly to 'RGBA' first "
+          "(ds.cast_column({col!r}, datasets.Image(mode='RGBA')))",
+    "1": "a 1-bit image: convert it losslessly to 'L' first (ds.cast_column({col!r}, datasets.Image(mode='L'))); "
+         "note that noise makes it grayscale",
+    "I;16": "a 16-bit image: protection works on 8-bit pixels. Scale it to 8 bits yourself (e.g. "
+            "np.asarray(img) >> 8 for full-range data, or a window that suits your scans); do not cast with "
+            "datasets.Image(mode='RGB'), which clips 16-bit values to white",
+    "CMYK": "a CMYK image: convert it to 'RGB' first with your colour profile (PIL.ImageCms), or "
+            "ds.cast_column({col!r}, datasets.Image(mode='RGB')) for PIL's plain conversion",
+    "YCbCr": "a YCbCr image: convert it to 'RGB' first (ds.cast_column({col!r}, datasets.Image(mode='RGB')))",
+}
+for _m in ("I;16B", "I;16L", "I;16N", "I", "F"):
+    _MODE_ADVICE[_m] = _MODE_ADVICE["I;16"].replace("a 16-bit image", f"a {_m!r} (16/32-bit) image")
+
+
 def decode_image(value: Any, column: str, position: int, indices: Sequence[int] | None = None) -> np.ndarray:
-    """Decode one cell of an image column to a uint8 HxWx3 array, or raise a ProtectionError naming the row."""
+    """Decode one cell of an image column to uint8 HxWxC (C: 1 'L', 2 'LA', 3 'RGB', 4 'RGBA'), or raise a
+    ProtectionError naming the row (and, for a mode that cannot be protected as it is, the right conversion)."""
     where = f"column {column!r}, {_row_name(position, indices)}"
     if isinstance(value, PIL.Image.Image):
         img = value
@@ -83,7 +106,7 @@ def decode_image(value: Any, column: str, position: int, indices: Sequence[int] 
         img = open_image_cell(value, column, position, indices)
     elif isinstance(value, np.ndarray):
         img = None
-        arr = value
+        arr = value[:, :, None] if value.ndim == 2 else value
     elif value is None:
         raise ProtectionError(f"{where}: the image is missing (None). Drop or fix that row.")
     else:
@@ -93,17 +116,19 @@ def decode_image(value: Any, column: str, position: int, indices: Sequence[int] 
             "(ds.cast_column(..., datasets.Image()))."
         )
     if img is not None:
-        if img.mode != "RGB":
-            raise ProtectionError(
-                f"{where}: image mode is {img.mode!r}, but protection needs RGB. Convert first, e.g. "
-                f"ds = ds.cast_column({column!r}, datasets.Image(mode='RGB'))."
-            )
+        if img.mode not in CHANNELS:
+            advice = _MODE_ADVICE.get(img.mode, "convert it to 'RGB', 'RGBA', 'L' or 'LA' first").format(col=column)
+            raise ProtectionError(f"{where}: image mode {img.mode!r} cannot be protected as it is: {advice}.")
         arr = np.asarray(img)
-    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in MODE_OF_CHANNELS:
         raise ProtectionError(
-            f"{where}: expected a uint8 HxWx3 RGB image, got dtype {arr.dtype} and shape {arr.shape}. "
-            "Convert it to an 8-bit RGB image first."
+            f"{where}: expected a uint8 HxWxC image with 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) channels, "
+            f"got dtype {arr.dtype} and shape {arr.shape}. Convert it to an 8-bit image first."
         )
+    if min(arr.shape[:2]) < 1:
+        raise ProtectionError(f"{where}: the image has no pixels ({arr.shape[1]}x{arr.shape[0]}). Drop that row.")
     return np.ascontiguousarray(arr)
 
 
@@ -111,11 +136,80 @@ def decode_images(values: Sequence[Any], column: str, indices: Sequence[int] | N
     return [decode_image(v, column, i, indices) for i, v in enumerate(values)]
 
 
+def colour_channels(arr: np.ndarray) -> int:
+    """How many leading channels carry the picture (1 gray, 3 RGB); the rest is alpha, never changed."""
+    return 1 if arr.shape[2] <= 2 else 3
+
+
 def encode_png(arr: np.ndarray) -> dict:
-    """Encode a uint8 HxWx3 array as a datasets Image cell with fresh, lossless PNG bytes."""
+    """Encode a uint8 HxWxC array (in its own mode: L, LA, RGB or RGBA) as a datasets Image cell with fresh,
+    lossless PNG bytes."""
     buf = io.BytesIO()
-    PIL.Image.fromarray(arr, mode="RGB").save(buf, format="PNG", compress_level=6)
+    mode = MODE_OF_CHANNELS[arr.shape[2]]
+    PIL.Image.fromarray(arr[:, :, 0] if mode == "L" else arr, mode=mode).save(buf, format="PNG", compress_level=6)
     return {"bytes": buf.getvalue(), "path": None}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Working resolution: methods and victims see every image as RGB at one size; noise comes back to each image's own
+# size and channels. Resizing is the scraper's pipeline (squash to the size, antialiased bilinear).
+# ---------------------------------------------------------------------------------------------------------------
+DEFAULT_RESOLUTION = 32
+
+
+def check_resolution(resolution: Any, name: str = "resolution") -> tuple[int, int] | None:
+    """None, an int side or an (height, width) pair -> (h, w); anything else is a ProtectionError."""
+    if resolution is None:
+        return None
+    pair = (resolution, resolution) if isinstance(resolution, (int, np.integer)) else resolution
+    try:
+        h, w = pair
+        ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and 8 <= v <= 4096
+                 for v in (h, w))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ProtectionError(f"{name}={resolution!r} must be a side in pixels (an integer from 8 to 4096, e.g. 32) or "
+                              "a (height, width) pair: the size the noise is crafted and victims train at.")
+    return int(h), int(w)
+
+
+def working_rgb(arr: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    """An image's picture as uint8 HxWx3 at `size` (h, w): gray replicated, alpha left out, resized (antialiased
+    bilinear) when its size differs."""
+    rgb = arr[:, :, :3] if arr.shape[2] >= 3 else np.repeat(arr[:, :, :1], 3, axis=2)
+    if size is None or tuple(rgb.shape[:2]) == tuple(size):
+        return np.ascontiguousarray(rgb)
+    img = PIL.Image.fromarray(np.ascontiguousarray(rgb), mode="RGB")
+    return np.asarray(img.resize((size[1], size[0]), PIL.Image.BILINEAR))
+
+
+def fit_steps(delta: np.ndarray, shape: tuple, k: int) -> np.ndarray:
+    """Noise in pixel units (HxWx3 at the working size, float) as whole uint8 steps for an image of `shape`
+    (h, w, C): resized to the image's own size by nearest neighbour (each working pixel becomes a block: the
+    pattern keeps its full strength, where bilinear interpolation averages neighbouring signs away, 35 % of it on
+    sign-like noise), averaged over colour for gray images, rounded and kept within +-k steps. int16 h x w x C'
+    (C' = 1 or 3)."""
+    h, w, c = shape
+    d = np.asarray(delta, dtype=np.float32)
+    if tuple(d.shape[:2]) != (h, w):
+        import torch
+
+        t = torch.from_numpy(np.ascontiguousarray(d)).permute(2, 0, 1)[None]
+        d = torch.nn.functional.interpolate(t, size=(h, w), mode="nearest-exact")[0]
+        d = d.permute(1, 2, 0).numpy()
+    if c <= 2 and d.shape[2] != 1:
+        d = d.mean(axis=2, keepdims=True)
+    steps = np.rint(d.astype(np.float64) * 255.0) if d.dtype != np.float64 else np.rint(d * 255.0)
+    return np.clip(steps, -k, k).astype(np.int16)
+
+
+def add_steps(image: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """The image with whole steps added to its colour channels (clipped to [0, 255]); alpha kept as it is."""
+    out = image.copy()
+    c = colour_channels(image)
+    out[:, :, :c] = np.clip(image[:, :, :c].astype(np.int16) + steps, 0, 255).astype(np.uint8)
+    return out
 
 
 def row_id(arr: np.ndarray) -> str:

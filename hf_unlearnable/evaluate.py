@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ._data import LabelledImages, check_same_task, load_labelled
-from ._images import MAX_EPSILON
+from ._images import DEFAULT_RESOLUTION, MAX_EPSILON, check_resolution
 from .defences import TRAINING_OPTIONS, get_defence
 from .errors import ProtectionError
 from .surrogates.nets import build
@@ -87,6 +87,8 @@ class Report:
     sizes: dict
     environment: dict
     seconds: float = 0.0
+    resolution: list[int] | None = None    # the working size victims trained and were tested at (h, w)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,8 +114,12 @@ class Report:
         lines = [
             f"Victim: {self.victim['arch']}, {t['epochs']} epochs, batch {t['batch_size']}, "
             f"{'crop+flip' if t['augment'] else 'no augmentation'}; seed {self.seed}; "
-            f"{self.sizes['train']} train / {self.sizes['test']} test images; device {self.environment['device']}.",
+            f"{self.sizes['train']} train / {self.sizes['test']} test images"
+            + (f" at {self.resolution[0]}x{self.resolution[1]}" if self.resolution else "")
+            + f"; device {self.environment['device']}.",
             "",
+            *[f"**Warning:** {w}" for w in self.warnings],
+            *([""] if self.warnings else []),
             "| defence | training set | protected share r | train images | test accuracy | vs clean-only control |",
             "|---|---|---|---|---|---|",
         ]
@@ -165,7 +171,7 @@ def mix_rows(n: int, ratio: float, seed: int) -> np.ndarray:
 def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[float] = (1.0,),
              defences: Sequence[str] = ("none",), victim: Any = None, epochs: int | None = None, seed: int = 0,
              image_column: str | None = None, label_column: str | None = None, progress: bool = True,
-             baselines: bool = True) -> Report:
+             baselines: bool = True, resolution: int | tuple[int, int] | None = None) -> Report:
     """Train victims on protected (and mixed) data and report their accuracy on the clean test set.
 
     `mix`: shares r in (0, 1] of the rows that are protected; r < 1 needs `clean=` (the same rows, unprotected)
@@ -173,7 +179,10 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
     (ResNet-18 on CUDA, else the CPU ConvNet), an architecture name, or a VictimConfig. Seeds are fixed and
     reported: `seed` picks the protected rows of each mix and seeds every victim. `baselines=False` skips the
     clean victim and the clean-only controls (they depend only on `clean`, `mix` and `seed`, so several methods
-    compared on the same rows can share one set of baselines).
+    compared on the same rows can share one set of baselines). `resolution` (an int side or (h, w), default 32):
+    every image (any size and mode) is resized to it, as a scraper's pipeline does, before victims train and test.
+    A victim trained on clean data that sits at chance level (accuracy within 5 points of 1/K) is flagged in the
+    Report's `warnings`: the protection numbers beside it then say nothing.
     """
     t_start = time.perf_counter()
     if isinstance(mix, (int, float, np.number)):
@@ -191,7 +200,8 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
         raise ProtectionError(f"seed={seed!r} must be an integer.")
     defence_fns = {d: get_defence(d) for d in defences}
     cfg = _victim(victim, epochs)
-    kw = dict(image_column=image_column, label_column=label_column)
+    size = check_resolution(resolution) or (DEFAULT_RESOLUTION, DEFAULT_RESOLUTION)
+    kw = dict(image_column=image_column, label_column=label_column, resolution=size)
     P = load_labelled(protected, desc="Reading protected", **kw)
     T = load_labelled(test, desc="Reading test", **kw)
     C = load_labelled(clean, desc="Reading clean", **kw) if clean is not None else None
@@ -239,8 +249,21 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
                     row["minus_control"] = row["test_accuracy"] - ctrl["test_accuracy"]
     from . import __version__
 
+    chance = 1 / num_classes
+    warnings = []
+    for row in rows:
+        if row["train_set"] in ("clean", "clean-only control"):
+            row["at_chance"] = row["test_accuracy"] <= chance + 0.05
+            if row["at_chance"]:
+                warnings.append(f"the victim trained on clean data ({row['train_set']}, r={row['ratio']:.2f}, defence "
+                                f"{row['defence']}) sits at chance level ({100 * row['test_accuracy']:.1f} % for "
+                                f"{num_classes} classes): it learns nothing here, so the protected rows beside it "
+                                "prove nothing. Train longer (epochs=), on more rows, or at another resolution=.")
+    if not any(r["train_set"] in ("clean", "clean-only control") for r in rows):
+        warnings.append("no victim trained on clean data (pass clean=): whether this victim can learn the task at "
+                        "all is not measured.")
     env = {"device": str(device()), "torch": torch.__version__, "hf_unlearnable": __version__,
            "python": platform.python_version(), "threads": torch.get_num_threads()}
     return Report(rows=rows, victim=cfg.to_dict(), seed=seed,
                   sizes={"train": n, "test": len(T), "num_classes": num_classes}, environment=env,
-                  seconds=round(time.perf_counter() - t_start, 1))
+                  seconds=round(time.perf_counter() - t_start, 1), resolution=list(size), warnings=warnings)

@@ -46,6 +46,8 @@ class NoiseConfig:
     source: dict[str, Any] = field(default_factory=dict)
     method_config: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    # label-agnostic noise: the classes are clusters of a surrogate's features (centroids in the safetensors file)
+    clustering: dict[str, Any] | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -58,7 +60,8 @@ class NoiseConfig:
 class Noise:
     """Crafted noise in whole uint8 steps: `steps` is int8 [K or N, H, W, C]; `ids` names rows (sample-wise)."""
 
-    def __init__(self, steps: np.ndarray, config: NoiseConfig, ids: Sequence[str] | None = None):
+    def __init__(self, steps: np.ndarray, config: NoiseConfig, ids: Sequence[str] | None = None,
+                 centroids: np.ndarray | None = None):
         steps = np.asarray(steps)
         if steps.dtype != np.int8 or steps.ndim != 4:
             raise ProtectionError(f"noise steps must be an int8 [M, H, W, C] array, got {steps.dtype} {steps.shape}")
@@ -79,6 +82,12 @@ class Noise:
         else:
             if config.num_classes is not None and config.num_classes != len(steps):
                 raise ProtectionError(f"class-wise noise has {len(steps)} patterns for {config.num_classes} classes.")
+        if (config.clustering is not None) != (centroids is not None):
+            raise ProtectionError("label-agnostic noise needs both its clustering record and its centroids; the "
+                                  "folder is damaged: save or download it again.")
+        if centroids is not None and (centroids.ndim != 2 or (config.kind == "classwise" and len(centroids) != len(steps))):
+            raise ProtectionError(f"the noise's centroids {centroids.shape} do not match its {len(steps)} patterns.")
+        self.centroids = None if centroids is None else np.asarray(centroids, dtype=np.float32)
         config.num_rows = len(steps)
 
     # -- construction -------------------------------------------------------------------------------------------
@@ -86,11 +95,26 @@ class Noise:
     def from_deltas(cls, deltas: Sequence[np.ndarray] | np.ndarray, *, ids: Sequence[str] | None, epsilon: float,
                     method: str, kind: str = "samplewise", method_config: dict | None = None,
                     class_names: Sequence[str] | None = None, source: dict | None = None,
-                    stats: dict | None = None) -> "Noise":
-        """Quantise float deltas (pixel units, HxWxC) to whole steps inside the budget."""
+                    stats: dict | None = None, clustering: dict | None = None,
+                    centroids: np.ndarray | None = None) -> "Noise":
+        """Quantise float deltas (pixel units, HxWxC) to whole steps inside the budget. Noise that is not finite (a
+        diverged craft) or rounds to zero everywhere is a ProtectionError: it would release the data unprotected."""
         arr = np.stack(list(deltas)) if not isinstance(deltas, np.ndarray) else deltas
+        options = "lower lr= (the surrogate's learning rate) or step_size=" if method != "random" else "check epsilon="
+        if not np.isfinite(arr).all():
+            raise ProtectionError(f"{method}: the crafted noise is not finite (the craft diverged); {options} and "
+                                  "craft again. Nothing was protected.")
         k = epsilon_levels(epsilon)
         steps = np.clip(np.rint(arr.astype(np.float64) * 255.0), -k, k).astype(np.int8)
+        if not steps.any():
+            raise ProtectionError(f"{method}: the crafted noise is zero on every pixel, so every row would be released "
+                                  f"unchanged (the craft diverged or its steps are too small); {options} and craft "
+                                  "again.")
+        stats = dict(stats or {})
+        if kind == "classwise":
+            empty = [int(c) for c in np.flatnonzero(~steps.reshape(len(steps), -1).any(1))]
+            if empty:     # classes with no rows at craft time: their rows are refused when the noise is applied
+                stats["empty_patterns"] = empty
         if kind == "samplewise" and ids is not None:
             # Identical images share a content id; keep the first row's noise for them.
             seen: dict[str, int] = {}
@@ -103,8 +127,8 @@ class Noise:
         cfg = NoiseConfig(method=method, kind=kind, epsilon=epsilon, image_shape=list(steps.shape[1:]),
                           num_classes=(len(class_names) if class_names else (len(steps) if kind == "classwise" else None)),
                           class_names=list(class_names) if class_names else None, seed=mc.get("seed"),
-                          source=dict(source or {}), method_config=mc, stats=dict(stats or {}))
-        return cls(steps, cfg, ids if kind == "samplewise" else None)
+                          source=dict(source or {}), method_config=mc, stats=stats, clustering=clustering)
+        return cls(steps, cfg, ids if kind == "samplewise" else None, centroids)
 
     # -- properties ---------------------------------------------------------------------------------------------
     @property
@@ -131,24 +155,37 @@ class Noise:
         return self.steps.astype(np.float32) / 255.0
 
     # -- application --------------------------------------------------------------------------------------------
+    @property
+    def resolution(self) -> tuple[int, int]:
+        """The size (h, w) the noise was crafted at; applied to other sizes, it is resized to each image's own."""
+        return int(self.config.image_shape[0]), int(self.config.image_shape[1])
+
     def steps_for(self, labels: np.ndarray | None, ids: Sequence[str], shapes: Sequence[tuple],
                   indices: Sequence[int] | None = None) -> list[np.ndarray]:
-        """The noise of each row: by label (class-wise) or by row id (sample-wise); errors name the row."""
+        """The noise of each row as whole steps at that row's own size and channels (`shapes`: (h, w, C)): by label
+        (class-wise; labels already mapped onto the noise's classes) or by row id (sample-wise); errors name the
+        row."""
+        from ._images import colour_channels, fit_steps
+
         def where(i: int) -> str:
             return f"row {int(indices[i])}" if indices is not None else f"row {i} of this batch"
 
+        k = epsilon_levels(self.epsilon)
+        empty = set(self.config.stats.get("empty_patterns", ()))
         out = []
         for i, shape in enumerate(shapes):
-            if tuple(shape) != tuple(self.config.image_shape):
-                raise ProtectionError(
-                    f"{where(i)}: image shape {tuple(shape)} differs from the noise's {tuple(self.config.image_shape)}; "
-                    "noise can only be applied to images of the size it was crafted for.")
             if self.kind == "classwise":
                 y = int(labels[i])
                 if not 0 <= y < len(self.steps):
                     raise ProtectionError(f"{where(i)}: label {y} is out of range for class-wise noise with "
                                           f"{len(self.steps)} classes.")
-                out.append(self.steps[y])
+                if y in empty:
+                    name = (self.config.class_names or [None] * len(self.steps))[y]
+                    raise ProtectionError(
+                        f"{where(i)}: class {y}{f' ({name!r})' if name else ''} has an empty pattern in this noise (it "
+                        "had no rows when the noise was crafted), so this row would be released unchanged. Craft "
+                        "the noise on data with rows of every class, or leave these rows out.")
+                st = self.steps[y]
             else:
                 j = self._index.get(ids[i])
                 if j is None:
@@ -156,7 +193,12 @@ class Noise:
                         f"{where(i)} (id {ids[i]!r}): this row has no noise. Sample-wise noise is keyed by row id "
                         "(the 'id' column, else a hash of the original pixels): apply it to the same, unmodified "
                         "images it was crafted on, or craft noise for this dataset.")
-                out.append(self.steps[j])
+                st = self.steps[j]
+            h, w, c = shape
+            if (h, w) == tuple(st.shape[:2]) and colour_channels(np.empty((1, 1, c))) == st.shape[2]:
+                out.append(st)          # crafted at this very size: the stored steps, exactly
+            else:
+                out.append(fit_steps(st.astype(np.float32) / 255.0, (h, w, c), k))
         return out
 
     # -- persistence --------------------------------------------------------------------------------------------
@@ -168,6 +210,8 @@ class Noise:
             tensors = {"steps": np.ascontiguousarray(self.steps)}
             if self.ids is not None:
                 tensors["ids"] = _encode_ids(self.ids)
+            if self.centroids is not None:
+                tensors["centroids"] = np.ascontiguousarray(self.centroids, dtype=np.float32)
             save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "hf_unlearnable.noise"})
             (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True))
         return Path(save_directory)
@@ -192,7 +236,7 @@ class Noise:
         tensors = read_safetensors(folder / WEIGHTS_NAME, what, ("steps",))
         ids = _decode_ids(tensors["ids"]) if "ids" in tensors else None
         try:
-            return cls(tensors["steps"], cfg, ids)
+            return cls(tensors["steps"], cfg, ids, tensors.get("centroids"))
         except (TypeError, ValueError) as exc:   # e.g. epsilon or image_shape of the wrong type
             raise ProtectionError(f"{what}: its {CONFIG_NAME} does not describe its {WEIGHTS_NAME} ({exc}); the "
                                   "folder is damaged: save or download it again.") from None
@@ -230,7 +274,7 @@ class Noise:
                            kind_description=kind_desc, rows_description=rows, method=c.method, kind=c.kind,
                            epsilon=c.epsilon, epsilon_255=c.epsilon_255, image_shape=tuple(c.image_shape),
                            seed=c.seed, source_description=desc, library_version=c.library_version,
-                           class_names=c.class_names, repo_id=repo_id, revision=revision, num_rows=len(self),
+                           class_names=c.class_names, clustering=c.clustering, repo_id=repo_id, revision=revision, num_rows=len(self),
                            method_config=json.dumps(c.method_config, indent=2, sort_keys=True, default=str),
                            stats=json.dumps(c.stats, indent=2, sort_keys=True, default=str) if c.stats else "")
 

@@ -14,9 +14,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._data import check_labels, find_batch_columns, real_class_names, row_ids
-from ._images import (apply_delta, apply_steps, check_epsilon, decode_images, encode_png, epsilon_levels,
-                      group_by_shape, open_image_cell)
+from ._data import LABEL_NAMES, check_labels, find_batch_columns, real_class_names, row_ids
+from ._images import (add_steps, check_epsilon, check_resolution, colour_channels, decode_images, encode_png,
+                      epsilon_levels, fit_steps, group_by_shape, open_image_cell, working_rgb)
 from .errors import ProtectionError
 from .methods import get_method
 from .noise import Noise
@@ -49,9 +49,15 @@ class ProtectTransform:
     """Callable for `Dataset.map(..., batched=True)`. Build it with `protect(...)`."""
 
     def __init__(self, method: str | None, noise: Noise | None, epsilon: float | None, seed: int,
-                 image_column: str | None, label_column: str | None, id_column: str | None, options: dict):
+                 image_column: str | None, label_column: str | None, id_column: str | None, options: dict,
+                 resolution: Any = None, class_map: Any = None):
         if (method is None) == (noise is None):
             raise ProtectionError("pass exactly one of method='...' (e.g. 'em', 'random') or noise=<Noise>.")
+        self.resolution = check_resolution(resolution)
+        if self.resolution is not None and noise is not None:
+            raise ProtectionError("resolution= applies to method=; noise= is applied at each image's own size from "
+                                  f"the size it was crafted at ({noise.resolution[0]}x{noise.resolution[1]}).")
+        self.class_map = _check_class_map(class_map, noise)
         self.image_column = image_column
         self.label_column = label_column
         self.id_column = id_column
@@ -105,39 +111,78 @@ class ProtectTransform:
             raise ProtectionError("protect() needs whole batches (a dict of columns): drop input_columns= from "
                                   "Dataset.map, and name the columns with image_column= / label_column= instead.")
         method = self._get_method() if self.noise is None else None
-        need_label = (self.noise is not None and self.noise.kind == "classwise") or bool(method and method.uses_labels)
-        img_col, lab_col = find_batch_columns(batch, self.image_column, self.label_column, need_label)
-        if self.noise is not None and self.noise.kind == "classwise" and lab_col is not None:
-            _check_class_names(self.noise, batch, lab_col)
+        noise = self.noise
+        need_label = ((noise is not None and noise.kind == "classwise" and noise.centroids is None)
+                      or bool(method and method.uses_labels))
+        img_col, lab_col = find_batch_columns(batch, self.image_column, self.label_column, False)
+        if need_label and lab_col is None:
+            lab_col = _batch_label_column(batch, img_col)
+            if lab_col is None and noise is not None:     # class-wise noise by label: no silent fallback
+                find_batch_columns(batch, img_col, None, True)
+        agnostic = method is not None and method.uses_labels and lab_col is None   # pseudo-classes per batch
+        if noise is not None and noise.kind == "classwise" and lab_col is not None and noise.centroids is None \
+                and self.class_map is None:
+            _check_class_names(noise, batch, lab_col)
         images = decode_images(_image_cells(batch, img_col, indices), img_col, indices)
         if not images:
             return {img_col: []}
         labels = None
         if lab_col is not None and need_label:
-            num_classes = (len(self.noise) if self.noise is not None else getattr(method, "num_classes", None))
+            num_classes = None if self.class_map is not None or noise is not None and noise.centroids is not None \
+                else (len(noise) if noise is not None else getattr(method, "num_classes", None))
             labels = check_labels(batch[lab_col], lab_col, num_classes, indices)
+            if self.class_map is not None:
+                labels = _map_labels(self.class_map, labels, noise, batch, lab_col, indices)
         # ids key sample-wise noise and seed per-batch noise; class-wise noise goes by label
         ids = row_ids(batch, images, self.id_column, indices,
-                      check=self.noise is None or self.noise.kind == "samplewise")
-        out: list[Any] = [None] * len(images)
-        if self.noise is not None:
-            steps = self.noise.steps_for(labels, ids, [a.shape for a in images], indices)
-            for i, (img, st) in enumerate(zip(images, steps)):
-                out[i] = apply_steps(img, st)
+                      check=noise is None or noise.kind == "samplewise")
+        k = epsilon_levels(self.epsilon)
+        if noise is not None:
+            if noise.centroids is not None:      # label-agnostic class-wise noise: each image's nearest cluster
+                from ._clusters import assign
+
+                size = noise.resolution
+                labels = assign(np.stack([working_rgb(a, size) for a in images]), noise.centroids,
+                                (noise.config.clustering or {}).get("surrogate"))
+            steps = noise.steps_for(labels, ids, [a.shape for a in images], indices)
         else:
             _torch_after_fork()
-            for _, pos in group_by_shape(images).items():
-                stack = np.stack([images[i] for i in pos])
-                delta = method.perturb(stack, None if labels is None else labels[pos], [ids[i] for i in pos])
-                protected = apply_delta(stack, delta, self.epsilon)
-                for j, i in enumerate(pos):
-                    out[i] = protected[j]
-        k = epsilon_levels(self.epsilon)
-        for img, new in zip(images, out):
-            # The contract, checked on every row rather than trusted: within epsilon after quantisation.
-            if np.abs(new.astype(np.int16) - img.astype(np.int16)).max() > k:
+            steps = self._method_steps(method, images, labels, ids, k, agnostic)
+        out = [add_steps(img, st) for img, st in zip(images, steps)]
+        for i, (img, new) in enumerate(zip(images, out)):
+            # The contract, checked on every row rather than trusted: within epsilon after quantisation, alpha kept.
+            c = colour_channels(img)
+            if np.abs(new.astype(np.int16) - img.astype(np.int16)).max() > k or \
+                    not np.array_equal(new[:, :, c:], img[:, :, c:]):
                 raise RuntimeError("internal error: a protected image exceeds its epsilon budget")
+            if np.array_equal(new, img):
+                where = f"row {int(indices[i])}" if indices is not None else f"row {i} of this batch"
+                raise ProtectionError(
+                    f"column {img_col!r}, {where}: the noise leaves this image unchanged (it rounds to zero, or every "
+                    "pixel it would move is already at 0 or 255), so it would be released unprotected. Use a larger "
+                    "epsilon or another method for it, or leave the row out.")
         return {img_col: [encode_png(a) for a in out]}
+
+    def _method_steps(self, method, images: list, labels, ids: list, k: int, agnostic: bool) -> list:
+        """The method's noise for every row, as whole steps at the row's own size: methods that run a network work
+        at the working resolution (one batch of equal-size RGB images); the others at each image's own size."""
+        out: list[Any] = [None] * len(images)
+        if not method.uses_resolution:
+            sized = [working_rgb(a) for a in images]
+            groups = group_by_shape(sized)
+        else:
+            size = self.resolution or method.working_resolution()
+            sized = [working_rgb(a, size) for a in images]
+            groups = {size: list(range(len(images)))}
+        for _, pos in groups.items():
+            stack = np.stack([sized[i] for i in pos])
+            lab = None if labels is None else labels[pos]
+            if agnostic:
+                lab = method.pseudo_labels(stack)
+            delta = method.perturb(stack, lab, [ids[i] for i in pos])
+            for j, i in enumerate(pos):
+                out[i] = fit_steps(delta[j], images[i].shape, k)
+        return out
 
 
 def _image_cells(batch: dict, column: str, indices: Sequence[int] | None) -> list:
@@ -195,6 +240,7 @@ def _thaw_options(state: dict) -> dict:
 
 def protect(method: str | None = None, *, noise: Noise | None = None, epsilon: float | None = None, seed: int = 0,
             image_column: str | None = None, label_column: str | None = None, id_column: str | None = None,
+            resolution: int | tuple[int, int] | None = None, class_map: str | dict | None = None,
             **options: Any) -> ProtectTransform:
     """A picklable transform for `Dataset.map(..., batched=True)` that protects the image column.
 
@@ -204,8 +250,17 @@ def protect(method: str | None = None, *, noise: Noise | None = None, epsilon: f
     are kept; images come back as fresh PNGs within epsilon of the input after uint8 rounding. Pass
     `with_indices=True` to `map` so that errors name dataset rows. `**options` go to the method's config
     (e.g. `protect(method="em", steps=10)`).
+
+    Images of any size keep their size and mode ('RGB', 'RGBA', 'L', 'LA'; alpha is kept byte for byte, gray stays
+    gray). Methods that run a network work at `resolution` (an int side or (h, w); default: what their surrogate
+    was made for, 32 for the bundled one) and their noise is resized to each image's own size inside epsilon;
+    crafted noise is resized from the size it was crafted at. Without a label column, methods that need classes
+    use the surrogate's predicted class of each image. `class_map` applies class-wise noise to a dataset with
+    other classes, explicitly: "index" (your class k gets pattern k) or {your class: noise class} (names or
+    indices); recorded by push_protected.
     """
-    return ProtectTransform(method, noise, epsilon, seed, image_column, label_column, id_column, options)
+    return ProtectTransform(method, noise, epsilon, seed, image_column, label_column, id_column, options,
+                            resolution, class_map)
 
 
 def _check_class_names(noise, batch, label_column: str) -> None:
@@ -217,4 +272,73 @@ def _check_class_names(noise, batch, label_column: str) -> None:
     if names and ours and names != ours:     # where either side is unnamed there is nothing to compare
         raise ProtectionError(f"column {label_column!r} names its classes {names}, but this class-wise noise was "
                               f"crafted for {ours}: a row would get another class's pattern. Reorder the labels "
-                              "(ds.align_labels_with_mapping(...)) or craft noise for this dataset.")
+                              "(ds.align_labels_with_mapping(...)), map them explicitly with class_map= (e.g. "
+                              "class_map='index'), or craft noise for this dataset.")
+
+
+def _batch_label_column(batch, image_column: str) -> str | None:
+    """The batch's label column, or None when it has none (several candidates: a ProtectionError)."""
+    features = getattr(getattr(batch, "formatter", None), "features", None)
+    cols = [c for c in batch if c != image_column]
+    class_cols = [c for c in cols if features is not None and type(features.get(c)).__name__ == "ClassLabel"]
+    named = [c for c in cols if c in LABEL_NAMES]
+    if not class_cols and not named:
+        return None
+    return find_batch_columns(batch, image_column, None, True)[1]
+
+
+def _check_class_map(class_map: Any, noise: Noise | None) -> Any:
+    if class_map is None:
+        return None
+    if noise is None or noise.kind != "classwise" or noise.centroids is not None:
+        raise ProtectionError("class_map= maps a dataset's classes onto class-wise noise by label: pass it with "
+                              "noise=<class-wise Noise>.")
+    if isinstance(class_map, str):
+        if class_map != "index":
+            raise ProtectionError(f"class_map={class_map!r}: pass 'index' (your class k gets pattern k) or a dict "
+                                  "{your class: noise class}.")
+        return class_map
+    if not isinstance(class_map, dict) or not class_map:
+        raise ProtectionError(f"class_map={class_map!r}: pass 'index' or a non-empty dict {{your class: noise class}}.")
+    names = noise.config.class_names or []
+    out = {}
+    for key, value in class_map.items():
+        if isinstance(value, str):
+            if value not in names:
+                raise ProtectionError(f"class_map[{key!r}] = {value!r} is not a class of this noise ({names}).")
+            value = names.index(value)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < len(noise):
+            raise ProtectionError(f"class_map[{key!r}] = {value!r} must be a class of this noise: a name of "
+                                  f"{names} or an index below {len(noise)}.")
+        if isinstance(key, bool) or not isinstance(key, (str, int, np.integer)):
+            raise ProtectionError(f"class_map key {key!r} must be a class name or label index of your dataset.")
+        out[key if isinstance(key, str) else int(key)] = int(value)
+    return out
+
+
+def _map_labels(class_map, labels: np.ndarray, noise: Noise, batch, label_column: str, indices) -> np.ndarray:
+    """The noise class of each row's label under the user's explicit class_map."""
+    def where(i: int) -> str:
+        return f"row {int(indices[i])}" if indices is not None else f"row {i} of this batch"
+
+    if class_map == "index":
+        bad = np.flatnonzero(labels >= len(noise))
+        if len(bad):
+            raise ProtectionError(f"column {label_column!r}, {where(int(bad[0]))}: label {int(labels[bad[0]])} has no "
+                                  f"pattern: this noise has {len(noise)} classes, so class_map='index' covers labels "
+                                  f"0-{len(noise) - 1}. Map your classes with a dict, or use a bank with more classes.")
+        return labels
+    features = getattr(getattr(batch, "formatter", None), "features", None)
+    names = getattr(features.get(label_column), "names", None) if features is not None else None
+    out = np.empty_like(labels)
+    for i, y in enumerate(labels):
+        y = int(y)
+        name = names[y] if names is not None and y < len(names) else None
+        if name is not None and name in class_map:
+            out[i] = class_map[name]
+        elif y in class_map:
+            out[i] = class_map[y]
+        else:
+            raise ProtectionError(f"column {label_column!r}, {where(i)}: class {name or y!r} is not in class_map; map "
+                                  "every class of the dataset (its name or its label index) onto a noise class.")
+    return out

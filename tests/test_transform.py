@@ -191,14 +191,42 @@ def test_explicit_columns(make_ds):
     assert stored_digest(out, "thumb") != stored_digest(ds, "thumb")
 
 
-def test_mixed_image_sizes_per_batch(make_ds):
-    """Per-batch methods take batches with several image sizes; each row keeps its own size."""
-    images = tiny_images(6, size=32) + tiny_images(6, seed=1, size=16)
-    ds = make_ds(images=[images[i] for i in (0, 6, 1, 7, 2, 8, 3, 9, 4, 10, 5, 11)])
-    out = ds.map(protect(method="random"), batched=True, batch_size=5)
-    for x, y in zip(stored_arrays(ds), stored_arrays(out)):
-        assert x.shape == y.shape
-        assert 0 < np.abs(x.astype(np.int16) - y.astype(np.int16)).max() <= 8
+MIXED_SIZES = [(20, 28), (32, 32), (48, 40), (64, 64), (17, 33)]
+MIXED_MODES = ["RGB", "L", "RGBA", "LA"]
+
+
+def mixed_dataset():
+    """20 rows (2 per class) of different sizes and modes: RGB, gray, RGB + alpha, gray + alpha."""
+    rng = np.random.default_rng(3)
+    cells, originals = [], []
+    for i in range(20):
+        h, w = MIXED_SIZES[i % len(MIXED_SIZES)]
+        mode = MIXED_MODES[i % len(MIXED_MODES)]
+        arr = rng.integers(0, 256, (h, w, len(mode)), dtype=np.uint8)
+        if mode in ("RGBA", "LA"):
+            arr[..., -1] = rng.integers(0, 256, (h, w), dtype=np.uint8)     # alpha of every value
+        cells.append(png_cell(arr[..., 0] if mode == "L" else arr, mode=mode))
+        originals.append((arr, mode))
+    return build_dataset(cells, labels=[i % 10 for i in range(20)]), originals
+
+
+def test_any_size_and_mode_keeps_size_mode_alpha_and_budget(case, batch_options):
+    """Every method, per batch and crafted: images of five sizes in four modes come back in their own size and
+    mode, alpha byte for byte, gray still gray, every row changed, within epsilon on the stored uint8 pixels."""
+    import io
+
+    import PIL.Image
+
+    ds, originals = mixed_dataset()
+    out = protect_with(case, ds, batch_options=batch_options, batch_size=7)
+    for i, (cell, (arr, mode)) in enumerate(zip(stored_cells(out), originals)):
+        img = PIL.Image.open(io.BytesIO(cell["bytes"]))
+        assert img.mode == mode and img.size == (arr.shape[1], arr.shape[0]), f"row {i}: {img.mode} {img.size}"
+        new = np.asarray(img).reshape(arr.shape)
+        c = 1 if mode in ("L", "LA") else 3
+        assert np.array_equal(new[..., c:], arr[..., c:]), f"row {i}: alpha changed"
+        diff = np.abs(new.astype(np.int16) - arr.astype(np.int16))
+        assert 0 < diff.max() <= 8, f"row {i}: max |x' - x| = {diff.max()}"
 
 
 def test_decoded_pil_input_and_non_png_input_become_png(make_ds):

@@ -118,6 +118,7 @@ class Method:
     name: ClassVar[str] = ""
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     per_batch: ClassVar[bool] = True
+    uses_resolution: ClassVar[bool] = True   # works at the working resolution (runs a network); else at full size
     uses_labels: ClassVar[bool] = False
     splits_across_processes: ClassVar[bool] = False
     splits_note: ClassVar[str] = ""   # which forms split, when `splits` narrows it (shown in the refusal message)
@@ -151,6 +152,12 @@ class Method:
             raise ProtectionError("pass either a config object or keyword options, not both")
         self.config = config
 
+    def working_resolution(self) -> tuple[int, int]:
+        """The size (h, w) images are crafted at when resolution= is not given: the library's default (32)."""
+        from .._images import DEFAULT_RESOLUTION
+
+        return DEFAULT_RESOLUTION, DEFAULT_RESOLUTION
+
     def perturb(self, images: np.ndarray, labels: np.ndarray | None, ids: Sequence[str]) -> np.ndarray:
         raise ProtectionError(
             f"method {self.name!r} has no per-batch form: craft the noise over the whole dataset first, "
@@ -180,6 +187,22 @@ class SurrogateMethod(Method):
         super().__init__(config, **options)
         self._surrogate = None
 
+    def working_resolution(self) -> tuple[int, int]:
+        """What the surrogate was made for (its image size) when one is named; else the library's default."""
+        if getattr(self.config, "surrogate", None) is None:
+            return super().working_resolution()
+        sur = self.surrogate
+        size = getattr(sur.config, "input_size", None) or getattr(sur.config, "image_size", None)
+        return (int(size[0]), int(size[1])) if size else super().working_resolution()
+
+    def pseudo_labels(self, images: np.ndarray) -> np.ndarray:
+        """Classes for a batch without labels: the surrogate's predicted class of each image."""
+        from .._clusters import predicted_classes
+        from .._images import to_tensor
+        from ..training import device
+
+        return predicted_classes(self.surrogate.to(device()).eval(), to_tensor(images).to(device()))
+
     @property
     def surrogate(self):
         if self._surrogate is None:
@@ -204,13 +227,13 @@ class SurrogateMethod(Method):
         images = nchw(data.images)
         return images, torch.from_numpy(data.labels).long()
 
-    def _start(self, shape, ids: Sequence[str]):
+    def _start(self, shape, ids: Sequence[str], random_start: bool | None = None):
         """Initial delta [N, ...]: zeros, or U(-eps, eps) drawn per row id (independent of batching)."""
         import torch
 
         from .._images import row_rng
 
-        if not self.config.random_start:
+        if not (self.config.random_start if random_start is None else random_start):
             return torch.zeros(shape)
         eps = self.config.epsilon
         rows = [row_rng(self.config.seed, r).uniform(-eps, eps, size=shape[1:]) for r in ids]

@@ -38,6 +38,7 @@ from .base import MethodConfig, SurrogateMethod
 logger = logging.getLogger(__name__)
 
 MODES = ("samplewise", "classwise")
+PGD_PIXELS = 2 ** 21       # image pixels per per-batch PGD chunk (512 images of 32x32, 41 of 224x224)
 
 
 @dataclass
@@ -58,7 +59,8 @@ class EMConfig(MethodConfig):
     lr: float = 0.1                     # surrogate SGD learning rate while crafting
     surrogate_arch: str = "convnet"     # craft: architecture of the fresh surrogate ("resnet18" is the paper's)
     surrogate_width: int | None = None
-    random_start: bool = False          # start delta at U(-eps, eps) instead of 0
+    random_start: bool | None = None    # start delta at U(-eps, eps) (seeded per row) instead of 0; None: on per
+                                        # batch (so that seed= matters there), off in craft (the paper's start)
     surrogate: Any = None               # per-batch form: fixed surrogate (None = bundled default, or a path)
 
     def validate(self) -> None:
@@ -262,10 +264,12 @@ class ErrorMinimizing(SurrogateMethod):
         model = self.surrogate.to(dev).eval()
         x = to_tensor(images).to(dev)
         y = torch.as_tensor(labels, dtype=torch.long, device=dev)
-        delta = self._start(x.shape, ids).to(dev)
+        delta = self._start(x.shape, ids, cfg.random_start is not False).to(dev)
         out = []
-        for s in range(0, len(x), cfg.batch_size):
-            sl = slice(s, s + cfg.batch_size)
+        # rows per PGD chunk bounded by pixels, not rows: memory stays flat whatever the working resolution
+        rows = max(1, min(cfg.batch_size, PGD_PIXELS // (x.shape[2] * x.shape[3])))
+        for s in range(0, len(x), rows):
+            sl = slice(s, s + rows)
             # fp32: with native bf16 (AVX-512-bf16/AMX) the kernels differ with the batch size, and so would the bytes
             out.append(pgd_min(model, x[sl], y[sl], delta[sl], epsilon=cfg.epsilon, step_size=cfg.step_size,
                                steps=cfg.steps, bf16=False))

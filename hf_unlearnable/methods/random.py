@@ -22,6 +22,7 @@ class RandomNoise(Method):
 
     name = "random"
     config_class = RandomConfig
+    uses_resolution = False      # no network: i.i.d. noise on every pixel of the image's own size
 
     def perturb(self, images, labels, ids):
         eps = self.config.epsilon

@@ -1,0 +1,102 @@
+"""Label-agnostic protection: pseudo-classes for data without labels (an image + caption set).
+
+The idea of Unlearnable Clusters (Zhang et al., CVPR 2023): methods that need classes get clusters of a surrogate's
+features instead. k-means (k-means++ start, seeded) on the L2-normalised features of the bundled surrogate at the
+working resolution; the centroids travel with class-wise noise, so applying it assigns each image to its nearest
+cluster and needs no labels either. Per-batch methods use the surrogate's own predicted class (a partition of the
+same feature space that needs nothing outside the batch).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import ProtectionError
+
+DEFAULT_CLUSTERS = 10
+_KMEANS_ITERS = 50
+
+
+def check_clusters(clusters: Any) -> int:
+    if isinstance(clusters, (bool, np.bool_)) or not isinstance(clusters, (int, np.integer)) or not 2 <= clusters <= 1000:
+        raise ProtectionError(f"clusters={clusters!r} must be an integer from 2 to 1000: the number of pseudo-classes "
+                              "found in data without labels (default 10).")
+    return int(clusters)
+
+
+def features(images: np.ndarray, surrogate: Any = None, batch: int = 500) -> np.ndarray:
+    """L2-normalised surrogate features [N, D] of uint8 NxHxWx3 images."""
+    import torch
+
+    from ._images import to_tensor
+    from .surrogates import load_surrogate
+    from .training import device
+
+    model = load_surrogate(surrogate).to(device()).eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(images), batch):
+            out.append(model.features(to_tensor(images[s:s + batch]).to(device())).float().cpu())
+    z = torch.cat(out).numpy().astype(np.float64)
+    return (z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def kmeans(z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, centroids) of k-means with a k-means++ start; deterministic for a seed."""
+    n = len(z)
+    if n < k:
+        raise ProtectionError(f"clusters={k} but the data has only {n} rows; use fewer clusters.")
+    rng = np.random.default_rng([int(seed), 7])
+    zz = z.astype(np.float64)
+    centres = [zz[rng.integers(n)]]
+    d2 = ((zz - centres[0]) ** 2).sum(1)
+    for _ in range(1, k):
+        p = d2 / d2.sum() if d2.sum() > 0 else np.full(n, 1 / n)
+        centres.append(zz[rng.choice(n, p=p)])
+        d2 = np.minimum(d2, ((zz - centres[-1]) ** 2).sum(1))
+    c = np.stack(centres)
+    labels = np.full(n, -1)
+    for _ in range(_KMEANS_ITERS):
+        new = nearest(zz, c)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        for j in range(k):
+            members = zz[labels == j]
+            # an emptied cluster restarts at the point farthest from its centre, so every cluster keeps rows
+            c[j] = members.mean(0) if len(members) else zz[np.argmax(((zz - c[labels]) ** 2).sum(1))]
+    return nearest(zz, c), c.astype(np.float32)
+
+
+def nearest(z: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    d = (z.astype(np.float64) ** 2).sum(1)[:, None] - 2 * z.astype(np.float64) @ centroids.T.astype(np.float64) \
+        + (centroids.astype(np.float64) ** 2).sum(1)[None, :]
+    return d.argmin(1)
+
+
+def pseudo_label(data, clusters: int, seed: int, surrogate: Any = None):
+    """`data` (a LabelledImages without labels) with cluster labels; returns (data, clustering record, centroids)."""
+    k = check_clusters(clusters)
+    labels, centroids = kmeans(features(data.images, surrogate), k, seed)
+    counts = np.bincount(labels, minlength=k)
+    data.labels = labels.astype(np.int64)
+    data.class_names = [f"cluster {j}" for j in range(k)]
+    record = {"clusters": k, "surrogate": "default" if surrogate is None else str(surrogate), "seed": int(seed),
+              "algorithm": "k-means (k-means++ start) on L2-normalised surrogate features",
+              "rows_per_cluster": [int(v) for v in counts]}
+    return data, record, centroids
+
+
+def assign(images: np.ndarray, centroids: np.ndarray, surrogate: Any = None) -> np.ndarray:
+    """The nearest cluster of each uint8 NxHxWx3 image (at the noise's working resolution)."""
+    return nearest(features(images, None if surrogate in (None, "default") else surrogate), centroids)
+
+
+def predicted_classes(model, x) -> np.ndarray:
+    """Per-batch pseudo-classes: the surrogate's own predicted class of each float NCHW image."""
+    import torch
+
+    with torch.no_grad():
+        return model(x).argmax(1).cpu().numpy().astype(np.int64)

@@ -1,0 +1,190 @@
+"""The data people have: mixed sizes, no labels, other classes than a downloaded bank, and nothing left silently
+unprotected. (Sizes and modes for every method are in the invariant suite, test_transform.py.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from datasets import ClassLabel
+
+from hf_unlearnable import ProtectionError, craft, evaluate, load_noise, protect
+from hf_unlearnable.noise import Noise, NoiseConfig
+from tests.conftest import FAST_OPTIONS, build_dataset, stored_arrays, tiny_images
+
+EM_FAST = dict(FAST_OPTIONS["em"])
+
+
+def _mixed_sizes(n: int = 20, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (int(rng.integers(20, 70)), int(rng.integers(20, 70)), 3), dtype=np.uint8)
+            for _ in range(n)]
+
+
+def _changed(before, after) -> list[int]:
+    return [int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max()) for a, b in zip(before, after)]
+
+
+# -- any size ----------------------------------------------------------------------------------------------------
+def test_classwise_noise_applies_at_any_size_and_records_its_resolution(tmp_path):
+    ds = build_dataset(_mixed_sizes())
+    noise = craft(ds, "em", mode="classwise", resolution=24, **EM_FAST)
+    assert noise.resolution == (24, 24) and noise.config.source["resolution"] == [24, 24]
+    assert noise.config.source["image_sizes"]["distinct"] > 1
+    noise.save_pretrained(tmp_path / "n")
+    assert "working resolution" in noise.card() and "24" in noise.card()
+    out = ds.map(protect(noise=load_noise(tmp_path / "n")), batched=True, batch_size=6)
+    before, after = stored_arrays(ds), stored_arrays(out)
+    assert [a.shape for a in after] == [b.shape for b in before]
+    assert all(0 < d <= 8 for d in _changed(before, after))
+    # the stretched pattern keeps its strength (each working pixel becomes a block)
+    d = np.abs(after[0].astype(np.int16) - before[0].astype(np.int16))
+    assert d.mean() > 0.9 * np.abs(noise.steps[ds[0]["label"]].astype(np.int16)).mean()
+
+
+def test_noise_at_its_own_size_is_applied_exactly(tiny_ds):
+    noise = craft(tiny_ds, "em", mode="classwise", **EM_FAST)
+    out = stored_arrays(tiny_ds.map(protect(noise=noise), batched=True))
+    for x, y, label in zip(stored_arrays(tiny_ds), out, tiny_ds["label"]):
+        expected = np.clip(x.astype(np.int16) + noise.steps[label], 0, 255)
+        assert np.array_equal(y, expected)
+
+
+def test_per_batch_em_works_at_the_working_resolution(batch_options):
+    ds = build_dataset(_mixed_sizes(8) + [np.full((300, 200, 3), 128, np.uint8)])
+    out = ds.map(protect(method="em", resolution=16, **batch_options("em")), batched=True, batch_size=9)
+    before, after = stored_arrays(ds), stored_arrays(out)
+    assert [a.shape for a in after] == [b.shape for b in before]
+    assert all(0 < d <= 8 for d in _changed(before, after))
+    # the large image's noise is as strong as a small one's (it was 1/255 on average at full size before)
+    assert np.abs(after[-1].astype(np.int16) - 128).mean() > 2.5
+
+
+def test_per_batch_em_chunks_by_pixels(monkeypatch, batch_options):
+    import hf_unlearnable.methods.em as em
+
+    calls = []
+    real = em.pgd_min
+    monkeypatch.setattr(em, "pgd_min", lambda model, x, *a, **k: calls.append(len(x)) or real(model, x, *a, **k))
+    monkeypatch.setattr(em, "PGD_PIXELS", 2 * 64 * 64)
+    build_dataset(tiny_images(6)).map(protect(method="em", resolution=64, **batch_options("em")), batched=True)
+    assert calls == [2, 2, 2]
+
+
+def test_evaluate_trains_at_a_working_resolution_on_mixed_sizes():
+    ds = build_dataset(_mixed_sizes(20))
+    report = evaluate(ds, ds, clean=ds, epochs=1, resolution=16, progress=False)
+    assert report.resolution == [16, 16] and "at 16x16" in report.to_markdown()
+    assert evaluate(ds, ds, epochs=1, progress=False).resolution == [32, 32]
+
+
+def test_evaluate_flags_a_victim_at_chance():
+    ds = build_dataset(tiny_images(20))       # random textures: nothing to learn, the clean victim is at chance
+    report = evaluate(ds, ds, clean=ds, epochs=1, progress=False)
+    clean = next(r for r in report.rows if r["train_set"] == "clean")
+    assert clean["at_chance"] == (clean["test_accuracy"] <= 0.15)
+    if clean["at_chance"]:
+        assert "chance level" in report.warnings[0] and "**Warning:**" in report.to_markdown()
+    assert "no victim trained on clean data" in evaluate(ds, ds, epochs=1, progress=False).warnings[0]
+
+
+# -- no labels ---------------------------------------------------------------------------------------------------
+def test_label_agnostic_classwise_noise_needs_no_labels_to_apply(tmp_path):
+    ds = build_dataset(_mixed_sizes(24), label_column=None)
+    noise = craft(ds, "em", mode="classwise", clusters=3, **EM_FAST)
+    assert noise.config.clustering["clusters"] == 3 and len(noise) == 3
+    assert sum(noise.config.clustering["rows_per_cluster"]) == 24
+    noise.save_pretrained(tmp_path / "n")
+    loaded = load_noise(tmp_path / "n")
+    assert np.array_equal(loaded.centroids, noise.centroids)
+    assert "clusters" in loaded.card()
+    out = ds.map(protect(noise=loaded), batched=True, batch_size=5)
+    assert out.column_names == ds.column_names
+    assert all(0 < d <= 8 for d in _changed(stored_arrays(ds), stored_arrays(out)))
+    # the same clusters as when crafting: rows get their own cluster's pattern
+    again = ds.map(protect(noise=loaded), batched=True, batch_size=24)
+    assert [c["bytes"] for c in again.cast_column("img", __import__("datasets").Image(decode=False))["img"]] == \
+        [c["bytes"] for c in out.cast_column("img", __import__("datasets").Image(decode=False))["img"]]
+
+
+def test_label_agnostic_samplewise_craft_and_per_batch(batch_options):
+    ds = build_dataset(tiny_images(12), label_column=None)
+    noise = craft(ds, "em", mode="samplewise", clusters=2, **EM_FAST)
+    assert noise.kind == "samplewise" and noise.config.stats["clustering"]["clusters"] == 2
+    out = ds.map(protect(noise=noise), batched=True)
+    assert all(d > 0 for d in _changed(stored_arrays(ds), stored_arrays(out)))
+    per_batch = ds.map(protect(method="em", **batch_options("em")), batched=True)
+    assert all(d > 0 for d in _changed(stored_arrays(ds), stored_arrays(per_batch)))
+
+
+# -- a downloaded bank on your own classes -----------------------------------------------------------------------
+def _bank() -> Noise:
+    steps = np.stack([np.full((32, 32, 3), (-1) ** k * (k % 4 + 1), dtype=np.int8) for k in range(10)])
+    cfg = NoiseConfig(method="test", kind="classwise", epsilon=8 / 255, image_shape=[32, 32, 3], num_classes=10,
+                      class_names=[f"c{k}" for k in range(10)])
+    return Noise(steps, cfg)
+
+
+def test_class_map_index_and_dict_on_other_classes_and_sizes():
+    ds = build_dataset(_mixed_sizes(6), labels=[0, 1, 2, 0, 1, 2], label_feature=ClassLabel(names=["x", "y", "z"]))
+    with pytest.raises(ProtectionError, match="class_map="):
+        ds.map(protect(noise=_bank()), batched=True)     # other names: never silently by index
+    by_index = stored_arrays(ds.map(protect(noise=_bank(), class_map="index"), batched=True))
+    by_name = stored_arrays(ds.map(protect(noise=_bank(), class_map={"x": "c0", "y": 1, 2: "c2"}), batched=True))
+    for a, b in zip(by_index, by_name):
+        assert np.array_equal(a, b)
+    permuted = stored_arrays(ds.map(protect(noise=_bank(), class_map={"x": 5, "y": 6, "z": 7}), batched=True))
+    before = stored_arrays(ds)
+    assert (permuted[0].astype(np.int16) - before[0]).max() <= 2      # class x -> pattern 5 (= -2 steps)
+    with pytest.raises(ProtectionError, match="not in class_map"):
+        ds.map(protect(noise=_bank(), class_map={"x": 1}), batched=True)
+    with pytest.raises(ProtectionError, match="not a class of this noise"):
+        protect(noise=_bank(), class_map={"x": "nope"})
+    with pytest.raises(ProtectionError, match="'index'"):
+        protect(noise=_bank(), class_map="by-name")
+    with pytest.raises(ProtectionError, match="noise=<class-wise Noise>"):
+        protect(method="random", class_map="index")
+
+
+def test_class_map_index_refuses_more_classes_than_the_bank():
+    ds = build_dataset(tiny_images(12), labels=list(range(12)), label_feature=ClassLabel(num_classes=12))
+    with pytest.raises(ProtectionError, match=r"label 10 has no pattern.*10 classes"):
+        ds.map(protect(noise=_bank(), class_map="index"), batched=True, with_indices=True)
+
+
+# -- nothing silently unprotected --------------------------------------------------------------------------------
+def test_a_class_without_rows_at_craft_time_is_refused_when_applied(tiny_ds):
+    only_some = tiny_ds.filter(lambda r: r["label"] != 3)
+    noise = craft(only_some, "em", mode="classwise", **EM_FAST)
+    assert noise.config.stats["empty_patterns"] == [3]
+    only_some.map(protect(noise=noise), batched=True)                 # rows of the crafted classes: fine
+    with pytest.raises(ProtectionError, match=r"row 3: class 3 \('cat'\) has an empty pattern"):
+        tiny_ds.map(protect(noise=noise), batched=True, with_indices=True)
+
+
+@pytest.mark.parametrize("options", [dict(mode="samplewise", lr=1e30), dict(mode="classwise", lr=float("inf"))])
+def test_a_diverged_craft_is_an_error_not_zero_noise(tiny_ds, options):
+    with pytest.raises(ProtectionError, match=r"not finite|zero on every pixel") as err:
+        craft(tiny_ds, "em", **{**EM_FAST, **options})
+    assert "lr=" in str(err.value)
+
+
+def test_zero_noise_is_refused():
+    with pytest.raises(ProtectionError, match="zero on every pixel"):
+        Noise.from_deltas(np.zeros((2, 8, 8, 3)), ids=["a", "b"], epsilon=8 / 255, method="em")
+
+
+def test_a_row_that_would_stay_unchanged_is_refused(make_ds):
+    steps = np.zeros((10, 32, 32, 3), dtype=np.int8)
+    steps[:, 0, 0, 0] = 1                  # one pixel up: a white image there cannot change
+    cfg = NoiseConfig(method="test", kind="classwise", epsilon=8 / 255, image_shape=[32, 32, 3], num_classes=10)
+    images = [np.full((32, 32, 3), 100 + i, np.uint8) for i in range(4)]
+    images[2] = np.full((32, 32, 3), 255, np.uint8)
+    with pytest.raises(ProtectionError, match=r"row 2: the noise leaves this image unchanged"):
+        make_ds(images=images).map(protect(noise=Noise(steps, cfg)), batched=True, with_indices=True)
+
+
+# -- per-batch em: the seed matters ------------------------------------------------------------------------------
+def test_per_batch_em_seed_changes_the_bytes(tiny_ds, batch_options):
+    a, b, c = (tiny_ds.map(protect(method="em", seed=s, **batch_options("em")), batched=True) for s in (0, 1, 0))
+    assert stored_arrays(a)[0].tobytes() != stored_arrays(b)[0].tobytes()
+    assert all(np.array_equal(x, y) for x, y in zip(stored_arrays(a), stored_arrays(c)))
