@@ -58,7 +58,7 @@ def compare(protected: Iterable[np.ndarray], original: Iterable[np.ndarray]) -> 
         shapes.add(p.shape)
         n += 1
     finite = [v for v in psnrs if np.isfinite(v)]
-    return {"rows": n, "psnr_mean": float(np.mean(finite)) if finite else float("inf"),
+    return {"rows": n, "changed_rows": len(finite), "psnr_mean": float(np.mean(finite)) if finite else float("inf"),
             "psnr_min": float(min(finite)) if finite else float("inf"), "identical_rows": n - len(finite),
             "ssim_mean": float(np.mean(ssims)) if ssims else 1.0, "ssim_min": float(min(ssims)) if ssims else 1.0,
             "linf_255": linf}

@@ -70,12 +70,17 @@ def _provenance(transform, noise, method, epsilon, seed) -> _Provenance:
         if not isinstance(transform, ProtectTransform):
             raise ProtectionError(f"transform= must be what protect(...) returned, got {type(transform).__name__}.")
         if transform.noise is not None:
-            noise = transform.noise
+            prov = _provenance(None, transform.noise, None, None, None)
+            if transform.class_map is not None:     # the user's classes mapped onto the bank's: on the card
+                prov.noise["class_map"] = transform.class_map
+            return prov
         else:
             opts = {k: v for k, v in (transform._method_state or {}).items() if k not in ("epsilon", "seed")}
             for k, v in opts.items():  # a Surrogate option is frozen as (tag, config, weights, name): keep the name
                 if isinstance(v, tuple) and v and v[0] == "__surrogate__":
                     opts[k] = v[3] or "<in-memory surrogate>"
+            if transform.resolution is not None:
+                opts["resolution"] = list(transform.resolution)
             return _Provenance(transform.method_name, transform.epsilon, transform.seed,
                                options=json.loads(json.dumps(opts, default=str)))
     if noise is not None:
@@ -84,6 +89,7 @@ def _provenance(transform, noise, method, epsilon, seed) -> _Provenance:
         c = noise.config
         return _Provenance(c.method, c.epsilon, c.seed, kind=c.kind, options=dict(c.method_config),
                            noise={"kind": c.kind, "rows": len(noise), "epsilon_255": c.epsilon_255,
+                                  "resolution": list(noise.resolution), "clustering": c.clustering,
                                   "source": c.source, "library_version": c.library_version,
                                   "stats": c.stats})
     if epsilon is None:
@@ -216,8 +222,19 @@ def _describe_source(entry: dict) -> str:
 def _what(entry: dict) -> str:
     m, eps, seed = entry["method"], entry["epsilon_255"], entry["seed"]
     if entry.get("kind"):
+        noise = entry.get("noise") or {}
+        extra = ""
+        if noise.get("resolution"):
+            extra += (f" Crafted at {noise['resolution'][0]}x{noise['resolution'][1]}; each image got it resized to its "
+                      "own size.")
+        if noise.get("clustering"):
+            extra += (f" Label-agnostic: its classes are {noise['clustering']['clusters']} clusters of the "
+                      f"`{noise['clustering']['surrogate']}` surrogate's features, found without labels.")
+        if noise.get("class_map") is not None:
+            extra += (" The dataset's classes were mapped onto the noise's explicitly: class_map = `"
+                      + json.dumps(noise["class_map"], sort_keys=True) + "`.")
         return (f"crafted `{m}` noise ({entry['kind']}, ε = {eps}, seed {seed}) applied with "
-                "`protect(noise=...)`; options: `" + json.dumps(entry["options"], sort_keys=True) + "`.")
+                "`protect(noise=...)`; options: `" + json.dumps(entry["options"], sort_keys=True) + "`." + extra)
     return (f"`protect(method=\"{m}\", epsilon={eps}, seed={seed})` applied per batch; options: `"
             + json.dumps(entry["options"], sort_keys=True) + "`.")
 
@@ -332,7 +349,9 @@ def push_protected(dataset: Any, repo_id: str, *, transform: Any = None, noise: 
         "epsilon": prov.epsilon, "epsilon_255": f"{k}/255", "seed": prov.seed, "options": prov.options,
         "noise": prov.noise, "library_version": __version__, "image_column": img_col,
         "columns_changed": changed, "columns_unchanged": unchanged, "columns_verified": original is not None,
-        "quality": quality, "source": {"dataset": source_dataset, "revision": source_rev},
+        "quality": quality, "rows_changed": None if quality is None else
+        {"changed": quality["changed_rows"], "of": quality["rows"], "unchanged": quality["identical_rows"]},
+        "source": {"dataset": source_dataset, "revision": source_rev},
         "license": license_record,
         "report": report.to_dict() if report is not None else None,
         "report_markdown": report.to_markdown() if report is not None else None,

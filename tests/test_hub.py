@@ -302,6 +302,7 @@ def test_push_protected_round_trip_streaming_and_card(hub, source_repo):
     q = result.protection["configs"]["random-eps8"]["quality"]
     assert q["linf_255"] <= 8 and 25 < q["psnr_mean"] < 60 and 0.5 < q["ssim_mean"] < 1
     assert f"PSNR {q['psnr_mean']:.2f} dB" in card and f"SSIM {q['ssim_mean']:.4f}" in card
+    assert "**Rows changed:** 30 of 30 (every row compared)" in card
     acc = report.accuracy("protected", 1.0)
     assert f"{100 * acc:.2f} %" in card and "grayscale" in card and "vs clean-only control" in card
     assert "## Limits" in card and hf_version() in card
@@ -317,6 +318,30 @@ def hf_version() -> str:
     import hf_unlearnable
 
     return hf_unlearnable.__version__
+
+
+def test_unchanged_rows_and_a_class_map_are_on_the_card(hub):
+    """A release with rows left unchanged says so; a bank applied under class_map= records the mapping."""
+    import datasets
+
+    ds = build_dataset(n=10)
+    steps = np.stack([np.full((16, 16, 3), (-1) ** k * (k % 3 + 1), dtype=np.int8) for k in range(10)])
+    bank = Noise(steps, NoiseConfig(method="em", kind="classwise", epsilon=8 / 255, image_shape=[16, 16, 3],
+                                    num_classes=10, class_names=[f"b{k}" for k in range(10)]))
+    t = protect(noise=bank, class_map="index")
+    protected = ds.map(t, batched=True)
+    cells = list(protected.cast_column("img", datasets.Image(decode=False))["img"])
+    cells[4] = ds.cast_column("img", datasets.Image(decode=False))["img"][4]    # one row released as it was
+    mixed = protected.cast_column("img", datasets.Image(decode=False)).remove_columns("img") \
+        .add_column("img", cells).cast_column("img", datasets.Image()).select_columns(ds.column_names)
+    repo_id = hub.repo_id("partial")
+    result = push_protected(mixed, repo_id, transform=t, original=ds)
+    entry = result.protection["configs"]["em-classwise-eps8"]
+    assert entry["rows_changed"] == {"changed": 9, "of": 10, "unchanged": 1}
+    assert entry["noise"]["class_map"] == "index" and entry["noise"]["resolution"] == [16, 16]
+    card = Path(hub.api().hf_hub_download(repo_id, "README.md", repo_type="dataset")).read_text()
+    assert "**1 rows are unchanged: they are released without protection.**" in card
+    assert "class_map = `\"index\"`" in card and "Crafted at 16x16" in card
 
 
 def test_one_config_per_method_and_epsilon(hub):
