@@ -14,14 +14,26 @@ craft + apply seconds. Victims: `evaluate(protected, test, resolution=R, epochs=
 --resolutions. Memory of protecting 12-megapixel photos: six 4240x2832 JPEGs through
 `ds.map(protect(method="em"), batched=True)` in a fresh process, beside the peak RSS of just decoding them.
 
+Downloaded noise on your own data (the issue's item 10): a class-wise EM bank, `craft(bank, "em",
+mode="classwise")` with the library's defaults, crafted once on --bank-per-class (default 500) native 32x32 CIFAR-10
+train rows per class that the benchmark does not use (`per_class_rows(labels, n, n + 500)`, n = the benchmark's rows
+per class), saved with Noise.save_pretrained as <state-dir>/noise/bank, is applied to the benchmark's data under a
+seeded permutation of the classes with no fixed point (`class_map` {class name: bank class}), with
+`ds.map(protect(noise=bank, class_map=...), batched=True)`: row bank-permuted on the mixed-size image folder (victims
+at --resolutions), row bank-permuted-native on the same source rows at their native 32x32 (the `img` column of
+`load_cifar10`; victim at 32 against the native test rows), beside clean-native (victim at 32 on the native rows).
+Their images/s count the apply step only; the bank's crafting (seconds, images/s, peak RSS) is reported once.
+
 Everything is resumable: results are cached per row (and per victim) in <state-dir>/state/*.json, crafted noise in
 <state-dir>/noise/<row> (Noise.save_pretrained) and protected sets in <state-dir>/protected/<row>; a rerun skips
-finished work (--redo ROW ... forgets some). Writes <out-dir>/anydata.json, anydata.md and anydata.png.
+finished work (--redo ROW ... forgets some; --redo bank also forgets the bank rows). Writes <out-dir>/anydata.json,
+anydata.md and anydata.png.
 
     python benchmarks/anydata.py                                    # full run (hours on 2 CPU cores)
     python benchmarks/anydata.py --data bundled --train-rows 40 --test-rows 20 --epochs 1 --only clean random \\
         --resolutions 32 --skip-12mp --out-dir /tmp/anydata --state-dir /tmp/anydata-runs     # smoke run
     python benchmarks/anydata.py --only em-classwise --option em.max_iters=2    # method options (recorded)
+    python benchmarks/anydata.py --only bank-permuted clean-native bank-permuted-native   # item 10: a bank, your data
 """
 
 from __future__ import annotations
@@ -53,7 +65,9 @@ PHOTO_COUNT = 6
 RSS_BAR_BYTES = 3.5e9           # the issue's bar for protecting the 12 MP photos
 
 # name -> (method, how, options). how: "none" (clean), "per-batch" (map protect(method=)), "craft" (craft, then
-# protect(noise=)), "craft-unlabelled" (craft and apply without the label column; labels added back for victims).
+# protect(noise=)), "craft-unlabelled" (craft and apply without the label column; labels added back for victims),
+# "none-native" (the folder's source rows at their native 32x32), "bank" / "bank-native" (the downloaded class-wise
+# bank applied under the permuted class_map to the image folder / to the native rows; their options are the bank's).
 ROWS: dict[str, tuple[str | None, str, dict]] = {
     "clean": (None, "none", {}),
     "random": ("random", "per-batch", {}),
@@ -61,7 +75,29 @@ ROWS: dict[str, tuple[str | None, str, dict]] = {
     "em-samplewise": ("em", "craft", {"mode": "samplewise"}),
     "bayes": ("bayes", "craft", {}),
     "em-label-agnostic": ("em", "craft-unlabelled", {"mode": "classwise", "clusters": 10}),
+    "bank-permuted": ("em", "bank", {}),
+    "clean-native": (None, "none-native", {}),
+    "bank-permuted-native": ("em", "bank-native", {}),
 }
+DESCRIPTIONS = {
+    "clean": "the image folder as loaded, unprotected.",
+    "random": "`ds.map(protect(method=\"random\"), batched=True)`: uniform noise in epsilon, per batch.",
+    "em-classwise": "`craft(ds, \"em\", mode=\"classwise\")` on the image folder, then `protect(noise=)`.",
+    "em-samplewise": "`craft(ds, \"em\", mode=\"samplewise\")` on the image folder, then `protect(noise=)`.",
+    "bayes": "`craft(ds, \"bayes\")` on the image folder, then `protect(noise=)`.",
+    "em-label-agnostic": "class-wise EM crafted and applied without the label column (`clusters=10`); the victims "
+                         "train with the true labels.",
+    "bank-permuted": "a downloaded class-wise EM bank (crafted on other CIFAR-10 rows, below) applied to the image "
+                     "folder with `protect(noise=bank, class_map=...)` under the permuted class map.",
+    "clean-native": "the image folder's source rows at their native 32x32 (`load_cifar10`), unprotected; victim at "
+                    "32 against the native test rows.",
+    "bank-permuted-native": "the same bank and class map applied to those native 32x32 rows; victim at 32 against "
+                            "the native test rows (compare with clean-native).",
+}
+BANK_METHOD, BANK_OPTIONS = "em", {"mode": "classwise"}     # craft(bank, "em", mode="classwise"): library defaults
+BANK_HOWS = ("bank", "bank-native")
+NATIVE_HOWS = ("none-native", "bank-native")
+NATIVE_RESOLUTION = 32
 FIGURE_ROWS = ["em-classwise", "em-samplewise"]
 CLEAN_REMINDER = "no victim trained on clean data"
 
@@ -172,6 +208,34 @@ def load_images(root: Path | str, split: str):
     return datasets.load_dataset("imagefolder", data_dir=str(root), split=split)
 
 
+def native_config(data: str, train_rows: int, test_rows: int) -> dict:
+    """The image folder's source rows at their native 32x32: the same per_class_rows selection `build_data` made."""
+    return {"source": _source(data), "column": "img", "size": [32, 32],
+            "train": {"split": "train", "rows": train_rows, "per_class_rows": [0, train_rows // 10]},
+            "test": {"split": "test", "rows": test_rows, "per_class_rows": [0, test_rows // 10]}}
+
+
+def load_native(data: str, split: str, rows: int):
+    """CIFAR-10 `split` rows `per_class_rows(labels, 0, rows // classes)` at 32x32 (`img` + `label` ClassLabel): the
+    rows the image folder's <split> images were made from (same selection, same order)."""
+    from hf_unlearnable.data import load_cifar10
+
+    src = load_cifar10(split, data)
+    return src.select(_balanced(src, rows, split))
+
+
+def derangement_class_map(names: list[str], seed: int) -> dict[str, int]:
+    """{class name: bank class index}: a seeded permutation of the classes with no fixed point (no class keeps its
+    own pattern), so the bank's patterns land on other classes than they were crafted for."""
+    if len(names) < 2:
+        raise SystemExit("the bank rows need at least two classes (a permutation without a fixed point).")
+    rng = np.random.default_rng([seed, 10])
+    while True:
+        perm = rng.permutation(len(names))
+        if not np.any(perm == np.arange(len(names))):
+            return {name: int(k) for name, k in zip(names, perm)}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Crafting jobs, each in a fresh process
 # ---------------------------------------------------------------------------------------------------------------
@@ -217,17 +281,90 @@ def _craft_job(job: dict) -> dict:
         if how == "craft-unlabelled":   # the victims train with the true labels
             protected = protected.add_column("label", ds["label"]).cast_column("label", ds.features["label"])
     total = time.perf_counter() - t0
-    out = Path(job["protected_dir"])
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    protected.save_to_disk(str(tmp))
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    _save_protected(protected, Path(job["protected_dir"]))
     peak = _peak_rss_bytes()
     return {"rows": len(ds), "craft_seconds": round(craft_seconds, 1), "total_seconds": round(total, 1),
             "images_per_second": None if resumed else round(len(ds) / total, 2), "resumed": resumed,
             "peak_rss_mib": round(peak / 2**20, 1), "rss_before_crafting_mib": round(rss_before / 2**20, 1),
             "noise_stats": _jsonable(noise_stats)}
+
+
+def _save_protected(protected, out: Path) -> None:
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    protected.save_to_disk(str(tmp))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+
+
+def _bank_job(job: dict) -> dict:
+    """In a fresh process: craft the class-wise bank on native CIFAR-10 train rows disjoint from the benchmark's and
+    save it (Noise.save_pretrained); time it, peak RSS. A saved bank of the same identity is reused."""
+    from hf_unlearnable import craft, load_noise
+    from hf_unlearnable.data import load_cifar10, per_class_rows
+
+    src = load_cifar10("train", job["data"])
+    names = src.features["label"].names
+    start, stop = job["per_class_rows"]
+    labels = np.asarray(src["label"])
+    keep = per_class_rows(labels, start, stop)
+    counts = np.bincount(labels[keep], minlength=len(names))
+    if counts.min() < stop - start:
+        raise RuntimeError(f"the bank needs rows {start}..{stop - 1} of every class, but the train split has only "
+                           f"{start + int(counts.min())} rows in some class: lower --bank-per-class.")
+    ds = src.select(keep)
+    rss_before = _peak_rss_bytes()
+    noise_dir, ckpt = Path(job["noise_dir"]), Path(job["ckpt_dir"])
+    sidecar = noise_dir.with_name(noise_dir.name + ".job.json")
+    ident = {"identity": job["identity"]}
+    t0 = time.perf_counter()
+    if (noise_dir / "config.json").exists() and _read_json(sidecar) == ident:
+        log(f"bank: reusing crafted noise {noise_dir}")
+        noise, resumed = load_noise(str(noise_dir)), True
+    else:
+        ck_sidecar = ckpt.with_name(ckpt.name + ".job.json")
+        if ckpt.exists() and _read_json(ck_sidecar) != ident:
+            shutil.rmtree(ckpt)
+        resumed = ckpt.exists() and any(ckpt.iterdir())
+        _write_json(ck_sidecar, ident)
+        noise = craft(ds, job["method"], seed=job["seed"], checkpoint_dir=str(ckpt), **job["options"])
+        noise.save_pretrained(str(noise_dir))
+        _write_json(sidecar, ident)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    seconds = time.perf_counter() - t0
+    peak = _peak_rss_bytes()
+    noise_stats = {k: v for k, v in (getattr(noise.config, "stats", None) or {}).items() if k != "history"}
+    return {"rows": len(ds), "per_class": int(stop - start), "split": "train",
+            "selection": f"per_class_rows(labels, {start}, {stop})",
+            "indices_sha1": hashlib.sha1(np.asarray(keep, dtype=np.int64).tobytes()).hexdigest(),
+            "first_index": int(keep[0]), "last_index": int(keep[-1]),
+            "image_size": list(np.asarray(ds[0]["img"]).shape[:2]), "class_names": list(names),
+            "noise_resolution": list(getattr(noise, "resolution", None) or []) or None,
+            "craft_seconds": round(seconds, 1), "images_per_second": None if resumed else round(len(ds) / seconds, 2),
+            "resumed": resumed, "peak_rss_mib": round(peak / 2**20, 1),
+            "rss_before_crafting_mib": round(rss_before / 2**20, 1), "noise_stats": _jsonable(noise_stats)}
+
+
+def _apply_job(job: dict) -> dict:
+    """In a fresh process: apply the saved bank to the image folder (how "bank") or to the native 32x32 rows
+    ("bank-native") under the explicit class_map; save the protected set; time the apply step, peak RSS."""
+    from hf_unlearnable import load_noise, protect
+
+    if job["how"] == "bank":
+        ds = load_images(job["data_root"], "train")
+    else:
+        ds = load_native(job["data"], "train", job["train_rows"])
+    bank = load_noise(job["bank_dir"])
+    rss_before = _peak_rss_bytes()
+    t0 = time.perf_counter()
+    protected = ds.map(protect(noise=bank, class_map=job["class_map"]), batched=True, with_indices=True,
+                       load_from_cache_file=False, desc=f"apply {job['name']}")
+    seconds = time.perf_counter() - t0
+    _save_protected(protected, Path(job["protected_dir"]))
+    peak = _peak_rss_bytes()
+    return {"rows": len(ds), "craft_seconds": 0.0, "apply_seconds": round(seconds, 1),
+            "total_seconds": round(seconds, 1), "images_per_second": round(len(ds) / seconds, 2), "resumed": False,
+            "peak_rss_mib": round(peak / 2**20, 1), "rss_before_apply_mib": round(rss_before / 2**20, 1)}
 
 
 def _jsonable(obj):
@@ -341,16 +478,21 @@ def run_photos(state: Path, data: str, seed: int, env_key: str, redo: bool) -> d
 # Rows and victims
 # ---------------------------------------------------------------------------------------------------------------
 def parse_options(items: list[str]) -> dict[str, dict]:
-    """--option ROW_OR_METHOD.KEY=VALUE -> {row: {key: value}} (VALUE read as JSON where it parses)."""
+    """--option ROW_OR_METHOD.KEY=VALUE -> {row: {key: value}} (VALUE read as JSON where it parses). The bank's
+    craft options go under "bank": scope `bank`, a bank row, or the bank's method (`em.max_iters=2` reaches the EM
+    rows and the bank)."""
     per_row: dict[str, dict] = {}
     for item in items:
         target, sep, value = item.partition("=")
         scope, dot, key = target.partition(".")
         if not sep or not dot or not key:
             raise SystemExit(f"--option {item!r}: write ROW.KEY=VALUE or METHOD.KEY=VALUE, e.g. em.max_iters=2.")
-        rows = [r for r, (m, _, _) in ROWS.items() if r == scope or m == scope]
-        if not rows or scope == "clean":
-            raise SystemExit(f"--option {item!r}: {scope!r} is neither a row ({', '.join(ROWS)}) nor a method.")
+        rows = [r for r, (m, how, _) in ROWS.items() if how not in BANK_HOWS and (r == scope or m == scope)]
+        if scope in ("bank", BANK_METHOD) or ROWS.get(scope, (None, "", {}))[1] in BANK_HOWS:
+            rows.append("bank")
+        if not rows or ROWS.get(scope, (None, "", {}))[1] in ("none", "none-native"):
+            raise SystemExit(f"--option {item!r}: {scope!r} is neither a row ({', '.join(ROWS)}), 'bank', nor a "
+                             "method.")
         try:
             v = json.loads(value)
         except ValueError:
@@ -360,20 +502,69 @@ def parse_options(items: list[str]) -> dict[str, dict]:
     return per_row
 
 
-def run_row(name: str, args, state: Path, manifest: dict, extra: dict) -> dict:
+def bank_config(args, manifest: dict, extra: dict) -> dict:
+    start = manifest["splits"]["train"]["per_class"]          # the benchmark's rows are 0..start-1 of each class
+    return {"method": BANK_METHOD, "options": {**BANK_OPTIONS, **extra.get("bank", {})}, "seed": args.seed,
+            "source": _source(args.data), "split": "train", "per_class_rows": [start, start + args.bank_per_class]}
+
+
+def run_bank(args, state: Path, manifest: dict, extra: dict) -> dict:
+    """Craft (or reuse) the class-wise bank once, in a fresh process; cached in <state>/state/bank.json."""
+    identity = bank_config(args, manifest, extra)
+    cache = state / "state" / "bank.json"
+    noise_dir = state / "noise" / "bank"
+    cached = _read_json(cache)
+    if cached and cached.get("identity") == identity and (noise_dir / "config.json").exists():
+        log(f"bank: crafting cached ({cache})")
+        return cached
+    log(f"bank: {BANK_METHOD} {identity['options']} on native CIFAR-10 train rows "
+        f"per_class_rows(labels, {identity['per_class_rows'][0]}, {identity['per_class_rows'][1]}) in a fresh "
+        "process ...")
+    job = {"data": args.data, "method": BANK_METHOD, "options": identity["options"], "seed": args.seed,
+           "per_class_rows": identity["per_class_rows"], "identity": identity, "noise_dir": str(noise_dir),
+           "ckpt_dir": str(state / "ckpt" / "bank")}
+    res = {"identity": identity, "noise_dir": str(noise_dir), **in_fresh_process(_bank_job, job)}
+    _write_json(cache, res)
+    log(f"bank: {res['rows']} rows in {res['craft_seconds']} s ({res['images_per_second']} images/s), peak RSS "
+        f"{res['peak_rss_mib']} MiB")
+    return res
+
+
+def run_row(name: str, args, state: Path, manifest: dict, extra: dict, bank=None, class_map=None) -> dict:
+    """bank: a callable giving the bank's record (crafting it on first use), needed by the bank rows."""
     method, how, options = ROWS[name]
-    options = {**options, **extra.get(name, {})}
+    if how in BANK_HOWS:
+        options = {**BANK_OPTIONS, **extra.get("bank", {})}
+    else:
+        options = {**options, **extra.get(name, {})}
+    native_key = _key(native_config(args.data, args.train_rows, args.test_rows))
     identity = {"row": name, "method": method, "how": how, "options": options, "seed": args.seed,
-                "data_key": manifest["key"]}
+                "data_key": native_key if how in NATIVE_HOWS else manifest["key"]}
     rec = {"name": name, "method": method, "how": how, "options": options}
     if how == "none":
         return {**rec, "identity": identity, "rows": manifest["splits"]["train"]["rows"]}
+    if how == "none-native":
+        return {**rec, "identity": identity, "rows": manifest["splits"]["train"]["rows"], "image_size": [32, 32]}
+    if how in BANK_HOWS:
+        bank_rec = bank()
+        identity["bank"] = bank_rec["identity"]
+        identity["class_map"] = class_map
+        rec["class_map"] = class_map
     cache = state / "state" / f"craft-{name}.json"
     protected_dir = state / "protected" / name
     cached = _read_json(cache)
     if cached and cached.get("identity") == identity and protected_dir.exists():
         log(f"{name}: crafting cached ({cache})")
         return cached
+    if how in BANK_HOWS:
+        log(f"{name}: applying the bank under class_map {class_map} in a fresh process ...")
+        job = {"name": name, "how": how, "data": args.data, "train_rows": args.train_rows,
+               "data_root": manifest["root"], "bank_dir": bank_rec["noise_dir"], "class_map": class_map,
+               "protected_dir": str(protected_dir)}
+        res = {**rec, "identity": identity, **in_fresh_process(_apply_job, job)}
+        _write_json(cache, res)
+        log(f"{name}: apply {res['images_per_second']} images/s, peak RSS {res['peak_rss_mib']} MiB")
+        return res
     log(f"{name}: {method} {how} {options or ''} in a fresh process ...")
     job = {"name": name, "method": method, "how": how, "options": options, "seed": args.seed, "identity": identity,
            "data_root": manifest["root"], "noise_dir": str(state / "noise" / name),
@@ -405,7 +596,10 @@ def run_victim(name: str, res: int, args, state: Path, identity: dict, clean, te
         return cached
     if "resolution" not in inspect.signature(evaluate).parameters:
         raise RuntimeError("evaluate() has no resolution= keyword in this version of hf_unlearnable")
-    train = clean if name == "clean" else datasets.load_from_disk(str(state / "protected" / name))
+    if ROWS[name][1] in ("none", "none-native"):      # clean / test: the image folder's, or the native rows'
+        train = clean
+    else:
+        train = datasets.load_from_disk(str(state / "protected" / name))
     log(f"victim {name} @{res}x{res}: {len(train)} rows, {args.epochs} epochs ...")
     rep = evaluate(train, test, resolution=res, epochs=args.epochs, seed=args.seed, victim=victim_arg(args.victim))
     row = rep.rows[0]
@@ -449,7 +643,8 @@ def _pct(v) -> str:
 def to_markdown(r: dict) -> str:
     cfg, data = r["config"], r["data"]
     tr = data["splits"]["train"]
-    res = cfg["resolutions"]
+    res = list(cfg["resolutions"])
+    res += sorted({int(x) for row in r["rows"] for x in row["victims"]} - set(res))     # the native rows' 32
     lines = [f"# Any-image-dataset benchmark ({r['date']}, hf_unlearnable {r['environment']['hf_unlearnable']}"
              f"{' @ ' + r['environment']['git_commit'] if r['environment'].get('git_commit') else ''}, torch "
              f"{r['environment']['torch']}, {r['environment']['threads']} threads)", "",
@@ -462,22 +657,30 @@ def to_markdown(r: dict) -> str:
              f"Victims: `evaluate(protected, test, resolution=R, epochs={cfg['epochs']}, seed={cfg['seed']})` "
              f"(victim {cfg['victim'] or 'library default'}"
              + (f": {r['victim']['arch']}" if r.get("victim") else "") + "), trained at R x R; epsilon 8/255. "
-             "images/s: train rows / (craft + apply) seconds in a fresh process; peak RSS: that process's.", "",
+             "images/s: train rows / (craft + apply) seconds in a fresh process (the bank rows: the apply step "
+             "only); peak RSS: that process's.", "",
              "| row | " + " | ".join(f"victim acc @{x}" for x in res) + " | images/s | peak RSS (MiB) |",
              "|---|" + "---|" * len(res) + "---|---|"]
     for row in r["rows"]:
         accs = []
         for x in res:
             v = row["victims"].get(str(x), {})
+            if not v and row["how"] in NATIVE_HOWS and x != NATIVE_RESOLUTION:
+                accs.append("–")           # the native rows are 32x32: one victim, at 32
+                continue
             accs.append(f"failed: {v['error'][:60]}" if "error" in v else _pct(v.get("test_accuracy")))
         if row.get("error"):
             ips, rss = f"failed: {row['error'][:80]}", "–"
-        elif row["how"] == "none":
+        elif row["how"] in ("none", "none-native"):
             ips, rss = "–", "–"
         else:
             ips = "n/a (resumed)" if row.get("images_per_second") is None else f"{row['images_per_second']:.1f}"
             rss = f"{row['peak_rss_mib']:.0f}"
         lines.append(f"| {row['name']} | " + " | ".join(accs) + f" | {ips} | {rss} |")
+    lines += ["", "Rows:", *(f"- {row['name']}: {DESCRIPTIONS.get(row['name'], '')}" for row in r["rows"])]
+    b = r.get("bank")
+    if b:
+        lines += [""] + bank_markdown(b)
     notes = [f"{row['name']} @{x}: {w}" for row in r["rows"] for x, v in row["victims"].items()
              for w in v.get("warnings") or []]
     if notes:
@@ -500,6 +703,30 @@ def to_markdown(r: dict) -> str:
         lines += [f"![protected images beside their noise]({r['figure']})", "",
                   "Figure: protected images at full size beside their noise ((x' - x) * 255 / 16 + 0.5).", ""]
     return "\n".join(lines)
+
+
+def bank_markdown(b: dict) -> list[str]:
+    cfg = b["config"]
+    start, stop = cfg["per_class_rows"]
+    names = list(b["class_map"])
+    pairs = ", ".join(f"{n} → {b['class_map_names'][n]} ({b['class_map'][n]})" for n in names)
+    what = (f"Bank (downloaded noise on your own data): `craft(bank, \"{cfg['method']}\", "
+            + ", ".join(f"{k}={v!r}" for k, v in cfg["options"].items()).replace("'", '"')
+            + f", seed={cfg['seed']})` on native 32x32 CIFAR-10 {cfg['split']} rows "
+            f"`per_class_rows(labels, {start}, {stop})` ({stop - start} per class, disjoint from the benchmark's "
+            f"rows 0..{start - 1} of each class), saved with `Noise.save_pretrained`")
+    c = b.get("craft") or {}
+    if "error" in b:
+        what += f": failed ({b['error']})."
+    elif c:
+        ips = "n/a (resumed)" if c.get("images_per_second") is None else f"{c['images_per_second']:.1f} images/s"
+        what += (f"; {c['rows']} rows crafted in {c['craft_seconds']} s ({ips}), peak RSS {c['peak_rss_mib']:.0f} "
+                 "MiB (its own fresh process; not counted in the bank rows' images/s).")
+    else:
+        what += "."
+    return [what, "",
+            f"Class map (a seeded permutation without a fixed point, `protect(noise=bank, class_map=...)`): {pairs}.",
+            ""]
 
 
 def plot(rows: list[str], state: Path, path: Path, n_images: int = 3) -> bool:
@@ -568,20 +795,28 @@ def main(argv=None) -> int:
                     help="a crafting option, e.g. em.max_iters=2 or bayes.passes=5 (recorded; changes the cache key)")
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"), help="results folder")
     ap.add_argument("--state-dir", default=str(ROOT / "runs" / "anydata"), help="data, noise, caches (resume)")
+    ap.add_argument("--bank-per-class", type=int, default=500,
+                    help="the bank rows' native CIFAR-10 train rows per class, after the benchmark's (default 500)")
     ap.add_argument("--skip-12mp", action="store_true", help="skip the 12-megapixel memory measurement")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the image folder even if cached")
-    ap.add_argument("--redo", nargs="+", default=[], choices=list(ROWS) + ["12mp", "all"],
-                    help="forget the cached results of these rows (their crafting and victims) before running")
+    ap.add_argument("--redo", nargs="+", default=[], choices=list(ROWS) + ["bank", "12mp", "all"],
+                    help="forget the cached results of these rows (their crafting and victims) before running; "
+                         "bank: the bank and the bank rows")
     args = ap.parse_args(argv)
-    if args.epochs < 1 or any(r < 1 for r in args.resolutions):
-        raise SystemExit("--epochs and --resolutions must be positive.")
+    if args.epochs < 1 or any(r < 1 for r in args.resolutions) or args.bank_per_class < 1:
+        raise SystemExit("--epochs, --resolutions and --bank-per-class must be positive.")
     extra = parse_options(args.option)
     names = [r for r in ROWS if args.only is None or r in args.only]
     state = Path(args.state_dir).resolve()
     out_dir = Path(args.out_dir)
 
-    redo = set(ROWS) | {"12mp"} if "all" in args.redo else set(args.redo)
-    for r in redo - {"12mp"}:
+    redo = set(ROWS) | {"12mp", "bank"} if "all" in args.redo else set(args.redo)
+    if "bank" in redo:
+        redo |= {r for r, (_, how, _) in ROWS.items() if how in BANK_HOWS}
+        for f in (state / "state" / "bank.json", state / "noise" / "bank.job.json"):
+            f.unlink(missing_ok=True)
+        shutil.rmtree(state / "ckpt" / "bank", ignore_errors=True)
+    for r in redo - {"12mp", "bank"}:
         for f in [state / "state" / f"craft-{r}.json", *(state / "state").glob(f"victim-{r}-r*.json"),
                   state / "noise" / f"{r}.job.json"]:
             f.unlink(missing_ok=True)
@@ -594,22 +829,55 @@ def main(argv=None) -> int:
     log(f"data: {len(clean)} train / {len(test)} test rows, columns {list(clean.features)}")
     env = environment()
 
+    native = None
+    if any(ROWS[n][1] in NATIVE_HOWS for n in names):
+        native = native_config(args.data, args.train_rows, args.test_rows)
+        clean_native = load_native(args.data, "train", args.train_rows)
+        test_native = load_native(args.data, "test", args.test_rows)
+        log(f"native: {len(clean_native)} train / {len(test_native)} test rows at 32x32, columns "
+            f"{list(clean_native.features)}")
+    bank_result = None
+    if any(ROWS[n][1] in BANK_HOWS for n in names):
+        names_ = manifest["splits"]["train"]["class_names"]
+        mapping = derangement_class_map(names_, args.seed)
+        bank_result = {"config": bank_config(args, manifest, extra), "class_map": mapping,
+                       "class_map_names": {n: names_[k] for n, k in mapping.items()},
+                       "class_map_rule": f"seeded permutation without a fixed point (numpy default_rng([{args.seed}, "
+                                         "10]), redrawn until no class maps to itself)"}
+    else:
+        mapping = None
+
+    def bank():
+        if "craft" not in bank_result and "error" not in bank_result:
+            try:
+                bank_result["craft"] = run_bank(args, state, manifest, extra)
+            except Exception as exc:      # recorded, not cached; the bank rows fail with it
+                bank_result["error"] = f"{type(exc).__name__}: {exc}"
+                traceback.print_exc()
+        if "error" in bank_result:
+            raise RuntimeError(f"the bank failed: {bank_result['error']}")
+        return bank_result["craft"]
+
     rows, failed = [], False
     for name in names:
         try:
-            row = run_row(name, args, state, manifest, extra)
+            row = run_row(name, args, state, manifest, extra, bank=bank, class_map=mapping)
         except Exception as exc:      # recorded, not cached: the other rows still run; a rerun tries again
             failed = True
             log(f"{name} FAILED: {type(exc).__name__}: {exc}")
             traceback.print_exc()
             method, how, options = ROWS[name]
-            rows.append({"name": name, "method": method, "how": how, "options": {**options, **extra.get(name, {})},
+            opts = {**BANK_OPTIONS, **extra.get("bank", {})} if how in BANK_HOWS else {**options, **extra.get(name, {})}
+            rows.append({"name": name, "method": method, "how": how, "options": opts,
                          "error": f"{type(exc).__name__}: {exc}", "victims": {}})
             continue
         row["victims"] = {}
-        for res in args.resolutions:
+        is_native = row["how"] in NATIVE_HOWS
+        for res in [NATIVE_RESOLUTION] if is_native else args.resolutions:
             try:
-                row["victims"][str(res)] = run_victim(name, res, args, state, row["identity"], clean, test)
+                row["victims"][str(res)] = run_victim(name, res, args, state, row["identity"],
+                                                      clean_native if is_native else clean,
+                                                      test_native if is_native else test)
             except Exception as exc:
                 failed = True
                 log(f"victim {name} @{res} FAILED: {type(exc).__name__}: {exc}")
@@ -636,8 +904,10 @@ def main(argv=None) -> int:
     result = {"benchmark": TAG, "date": time.strftime("%Y-%m-%d"),
               "config": {"data": args.data, "train_rows": args.train_rows, "test_rows": args.test_rows,
                          "resolutions": args.resolutions, "epochs": args.epochs, "victim": args.victim,
-                         "seed": args.seed, "rows": names, "options": extra, "skip_12mp": args.skip_12mp},
-              "environment": env, "data": manifest, "victim": victim, "rows": rows, "photos_12mp": photos,
+                         "seed": args.seed, "rows": names, "options": extra, "skip_12mp": args.skip_12mp,
+                         "bank_per_class": args.bank_per_class},
+              "environment": env, "data": manifest, "native": native, "bank": bank_result, "victim": victim,
+              "rows": rows, "photos_12mp": photos,
               "figure": figure, "seconds_this_run": round(time.perf_counter() - t_start, 1)}
     md = to_markdown(result)
     _write_json(out_dir / f"{TAG}.json", result)
