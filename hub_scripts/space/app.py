@@ -11,24 +11,38 @@ On a Space, the noise banks are the repos in README.md's `models:` list (deploy.
 
 Methods offered: every registered method with a per-batch form (`hf_unlearnable.methods.METHODS`, `per_batch`)
 that can protect a single image, plus the class-wise noise banks (README `models:`, --noise, the env variable),
-applied by the class the user picks. Protection runs through the library's own transform (`protect(...)` called
-on batches of tiles, as `Dataset.map` calls it), so the budget check, the uint8 rounding and the PNG encoding are
-the library's.
+applied by the class the user picks (the bank's own class names; a label-agnostic bank picks its nearest cluster
+itself). Protection is one call of the library's own transform (`protect(...)`) on a one-row batch holding the whole
+picture, as `Dataset.map` calls it: the library works at the method's resolution, brings the noise to the
+picture's own size, checks the budget, rounds to uint8 and encodes the PNG, and the download is that PNG, byte for
+byte. The picture keeps its size and mode as the library keeps them: RGB, RGBA (alpha byte for byte), L and LA
+(grey stays grey). Palette images become RGB, or RGBA when they have transparency (lossless); 1-bit becomes L,
+CMYK / YCbCr / LAB / HSV become RGB, each with a note in the report; 16-bit and floating-point images are refused.
 
-Large images: the image is cut into tiles and stitched back, and each call of the transform gets at most 512 x 512
-pixels, so memory does not grow with the image size. Methods that run a network get tiles of the network's own
-input size (32 x 32 for the bundled CIFAR-10 surrogate), many per call: on a whole 256 x 256 picture the surrogate's
-global max pooling passes gradient to only part of the pixels and em left 41 % of them untouched (measured), while
-32 x 32 tiles perturb 99.7 % at about the same cost. Images above --max-pixels (24 MP) are refused before they are
-decoded; methods that run a network (those with a `surrogate` option, e.g. em) are limited to
---max-network-pixels (2.1 MP, so Full HD 1920 x 1080 fits; em takes about 40 s per megapixel on one CPU core,
-measured), with a message that says what to do instead. Measured on one core of the 2-core project machine, with
-the upload, protection, both PNGs and the measurements: random on 4000 x 3000 in 12 s (+160 MiB peak RSS), a
-class-wise bank on 4000 x 3000 in 9 s (+150 MiB), em on 1024 x 1024 in 43 s (+270 MiB; em on the whole
-1024 x 1024 picture at once took +750 MiB, and would need about 9 GB at 4000 x 3000).
-Class-wise noise crafted at another size (CIFAR-10 noise is 32 x 32) is stretched to the image by nearest
-neighbour: every pixel gets one of the pattern's whole uint8 steps, so the epsilon bound stays exact, and a victim
-that downsizes the picture to the pattern's size sees the crafted pattern again.
+Sizes: methods that run a network (em) craft their noise at the network's input size (32 x 32 for the bundled
+CIFAR-10 surrogate) and the library resizes it to the picture (nearest neighbour: whole uint8 steps at full
+strength, so the epsilon bound is exact); class-wise banks are resized from the size they were crafted at the same
+way. So em's cost no longer grows with the picture; only decoding, applying the noise and encoding do, and those
+cost the same for every method. Images above --max-pixels (24 MP, e.g. 6000 x 4000) are refused before they are
+decoded; --max-network-pixels can set a lower limit for methods that run a network, but by default it is the same
+limit, because em now costs what random costs. Measured on this project's 2-core machine (one torch thread,
+another job running beside it, so the seconds are rough), a fresh process per run, with the upload, protection,
+both PNGs and the measurements, as peak RSS above the warmed-up process:
+
+    picture          method   now (one call of the library)   before (tiles: 512 x 512, em 32 x 32)
+    1024 x 1024      em        0.4 s,    +69 MiB               20 s,  +200 MiB
+    1920 x 1080      em        0.9 s,   +144 MiB               52 s,  +224 MiB
+    4000 x 3000      em        4.6 s,   +790 MiB               refused (above 2.1 MP; ~5 min at 25 s/MP, extrapolated)
+    4000 x 3000      random    6.7 s,   +824 MiB               7.1 s, +148 MiB
+    4000 x 3000      bank      4.7 s,   +789 MiB               2.4 s, +149 MiB
+    6000 x 4000      em       11.4 s,  +1580 MiB               refused
+    6000 x 4000      random   17.3 s,  +1648 MiB               15 s,  +297 MiB
+    6000 x 4000      bank      6.0 s,  +1579 MiB               (not measured)
+
+em now perturbs 99.9 % of the pixels of a 4000 x 3000 photo (tiles: 99.98 %). Memory grows with the picture
+(about 66 bytes per pixel, most of it inside the library's transform, which works on the whole picture: float
+noise at full size, the int16 sum, the budget check), where tiles kept it nearly flat; at the 24 MP limit a request
+peaks at about 2 GiB RSS, well inside cpu-basic's 16 GB, and the page runs one request at a time.
 """
 
 from __future__ import annotations
@@ -44,7 +58,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 # Before gradio / huggingface_hub are imported (both read these at import): no analytics, no telemetry calls.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -57,27 +71,22 @@ import PIL.ImageOps  # noqa: E402
 try:
     from hf_unlearnable import Noise, ProtectionError, load_noise, protect  # noqa: E402
     from hf_unlearnable.methods import METHODS  # noqa: E402
-    from hf_unlearnable.noise import NoiseConfig  # noqa: E402
 except ImportError as exc:  # pragma: no cover - a deployment mistake, not a code path
     raise SystemExit(f"hf_unlearnable is not importable ({exc}). Install it (pip install -e . in a checkout), or "
                      "deploy the Space with hub_scripts/space/deploy.py, which uploads the package beside app.py.")
 
 NOISE_ENV = "HF_UNLEARNABLE_SPACE_NOISE"        # comma- or newline-separated noise bank folders / Hub repo ids
-TILE = 512                                      # largest tile side: bounds memory whatever the image size
-MAX_PIXELS = 24_000_000                         # any method: 24 MP, e.g. 6000 x 4000
-MAX_NETWORK_PIXELS = 2_100_000                  # methods that run a network: em ~40 s per MP on 1 core (20 steps)
-MIN_SIDE = 8                                    # the bundled ConvNet pools 3 times; smaller inputs vanish
+MAX_PIXELS = 24_000_000                         # any method: 24 MP, e.g. 6000 x 4000 (~2 GiB peak RSS, measured)
 EPS_MIN, EPS_MAX, EPS_DEFAULT = 1, 16, 8        # the slider, in /255 steps
 SEED = 0
 OUTPUT_MAX_AGE_S = 3600                         # our result files are deleted after an hour (privacy, disk)
-# Ordinary 8-bit modes that convert to RGB without losing information beyond what the mode holds.
-_CONVERTIBLE_MODES = {"1", "L", "P", "RGB", "RGBA", "LA", "PA", "La", "RGBa", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
 
 _DESCRIPTIONS = {
     "random": "uniform random noise in the epsilon box: the baseline that shows what epsilon alone does; it does "
               "not protect anything.",
     "em": "error-minimising noise (Huang et al., ICLR 2021) against the bundled CIFAR-10 surrogate: gradient steps "
-          "that make the picture look 'already learned' for the class you pick. Slower: it runs a network.",
+          "that make the picture look 'already learned' for the class you pick. It runs the network at its 32x32 "
+          "input size; the library resizes the noise to your picture.",
 }
 
 
@@ -89,8 +98,13 @@ class Limits:
     """Size limits, in pixels (width x height)."""
 
     max_pixels: int = MAX_PIXELS
-    max_network_pixels: int = MAX_NETWORK_PIXELS
-    tile: int = TILE
+    # Methods that run a network: None = max_pixels. The library crafts their noise at the network's input size, so
+    # they cost what any method costs on a large picture (module docstring); an operator may still set it lower.
+    max_network_pixels: int | None = None
+
+    @property
+    def network_pixels(self) -> int:
+        return self.max_pixels if self.max_network_pixels is None else min(self.max_network_pixels, self.max_pixels)
 
 
 @dataclass
@@ -101,9 +115,9 @@ class Choice:
     description: str
     method: str | None = None                 # a per-batch method's registry name
     noise: Noise | None = None                # a class-wise noise bank
-    class_names: list[str] | None = None      # None: the choice ignores the label
-    uses_network: bool = False
-    tile: int | None = None                   # tile side the method works at (a network's input size); None: any
+    class_names: list[str] | None = None      # None: the choice needs no label
+    uses_network: bool = False                # works at a network's input size (the library's working resolution)
+    resolution: tuple[int, int] | None = None  # (h, w) the noise is made at and resized from; None: the picture's
 
     @property
     def fixed_epsilon(self) -> int | None:
@@ -136,10 +150,12 @@ def _class_names_of(method) -> list[str]:
     return [str(k) for k in range(int(method.num_classes))]
 
 
-def _native_side(method) -> int | None:
-    """The input size a method's surrogate network was trained at (32 for CIFAR-10), if it has one."""
-    size = getattr(getattr(getattr(method, "surrogate", None), "config", None), "image_size", None)
-    return int(max(size)) if size else None
+def _working_resolution(method) -> tuple[int, int] | None:
+    """The size (h, w) the library runs the method at (its surrogate's input size, 32x32 for the bundled CIFAR-10
+    one) and resizes the noise from; None for a method that works at each picture's own size (random)."""
+    if not type(method).uses_resolution:
+        return None
+    return tuple(int(v) for v in method.working_resolution())
 
 
 def _probe(name: str, cls) -> str | None:
@@ -184,11 +200,11 @@ def build_catalogue(noise_specs: Sequence[str] = ()) -> Catalogue:
             cat.problems.append(f"method {name!r} is not offered: it cannot protect a single image ({first_sentence})")
             continue
         method = cls(cls.config_class.from_options(name))
-        uses_network = "surrogate" in cls.config_class.__dataclass_fields__
+        resolution = _working_resolution(method)
         cat.choices[name] = Choice(
             key=name, description=_method_description(name, cls), method=name,
-            class_names=_class_names_of(method) if cls.uses_labels else None, uses_network=uses_network,
-            tile=_native_side(method) if uses_network else None)
+            class_names=_class_names_of(method) if cls.uses_labels else None, uses_network=resolution is not None,
+            resolution=resolution)
     for spec in noise_specs:
         try:
             noise = load_noise(spec)
@@ -202,26 +218,49 @@ def build_catalogue(noise_specs: Sequence[str] = ()) -> Catalogue:
             continue
         # a local folder by its name, a Hub repo by its id
         key = f"{noise.method} class-wise: {Path(spec).name if Path(spec).exists() else spec}"
-        h, w = noise.config.image_shape[:2]
-        names = list(noise.config.class_names or [str(k) for k in range(len(noise))])
+        h, w = noise.resolution
+        if noise.centroids is not None:   # label-agnostic: the library picks each picture's nearest cluster
+            names = None
+            how = "one pattern per cluster of pictures, the nearest cluster's applied (no class to pick)"
+        else:
+            names = list(noise.config.class_names or [str(k) for k in range(len(noise))])
+            how = "one pattern per class, the class you pick"
         cat.choices[key] = Choice(
-            key=key, noise=noise, class_names=names,
+            key=key, noise=noise, class_names=names, resolution=(h, w),
             description=(f"a crafted class-wise {noise.method} noise bank ({spec}, {w}x{h} patterns, "
-                         f"{noise.config.epsilon_255}): one pattern per class, stretched to your picture. Fast."))
+                         f"{noise.config.epsilon_255}): {how}, resized to your picture by the library. Fast."))
     return cat
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The protection itself (no gradio here: the tests call these directly)
 # ---------------------------------------------------------------------------------------------------------------
+# Modes the library protects as they are (alpha byte for byte, gray stays gray); the others are converted first.
+_KEPT_MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+_MODE_OF_CHANNELS = {c: m for m, c in _KEPT_MODES.items()}
+# 8-bit modes converted without loss beyond what the mode holds: (target mode, note); palette modes are handled
+# by whether they carry transparency.
+_CONVERSIONS = {
+    "1": ("L", "converted from 1-bit to 8-bit grey (mode L); the noise makes it greyscale"),
+    "La": ("LA", None),          # premultiplied alpha -> straight alpha, the same picture
+    "RGBa": ("RGBA", None),
+    "RGBX": ("RGB", None),
+    "CMYK": ("RGB", "converted from mode CMYK to RGB"),
+    "YCbCr": ("RGB", "converted from mode YCbCr to RGB"),
+    "LAB": ("RGB", "converted from mode LAB to RGB"),
+    "HSV": ("RGB", "converted from mode HSV to RGB"),
+}
+
+
 def read_image(path: str | os.PathLike, limits: Limits, uses_network: bool = False) -> tuple[np.ndarray, list[str]]:
-    """Decode an upload to uint8 HxWx3, refusing what is too large *before* decoding it. Returns (pixels, notes)."""
+    """Decode an upload to uint8 HxWxC in a mode the library keeps (C: 1 'L', 2 'LA', 3 'RGB', 4 'RGBA'; alpha is
+    kept, gray stays gray), refusing what is too large *before* decoding it. Returns (pixels, notes)."""
     notes: list[str] = []
     try:
         with PIL.Image.open(path) as im:          # reads the header only
             w, h = im.size
             _check_size(w, h, limits, uses_network)
-            if im.mode not in _CONVERTIBLE_MODES:
+            if im.mode not in _KEPT_MODES and im.mode not in _CONVERSIONS and im.mode not in ("P", "PA"):
                 raise ProtectionError(
                     f"the image is in mode {im.mode!r} (16-bit or floating point); this Space protects 8-bit "
                     "images. Export it as an 8-bit PNG or JPEG first.")
@@ -231,20 +270,18 @@ def read_image(path: str | os.PathLike, limits: Limits, uses_network: bool = Fal
             if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation: protect the picture as the browser shows it
                 im = PIL.ImageOps.exif_transpose(im)
                 notes.append("rotated upright as its EXIF orientation says")
-            if im.mode in ("P", "PA") and ("transparency" in im.info or im.mode == "PA"):
-                im = im.convert("RGBA")
-            if im.mode in ("RGBA", "LA", "La", "RGBa"):
-                rgba = im.convert("RGBA")
-                if rgba.getextrema()[3][0] < 255:
-                    flat = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                    flat.alpha_composite(rgba)
-                    rgba = flat
-                    notes.append("transparent pixels were flattened onto white (the PNG has no alpha)")
-                im = rgba.convert("RGB")
-            elif im.mode != "RGB":
-                notes.append(f"converted from mode {im.mode} to RGB")
-                im = im.convert("RGB")
-            arr = np.asarray(im, dtype=np.uint8).copy()
+            if im.mode in ("P", "PA"):            # a palette: its colours, losslessly, with alpha when it has any
+                target = "RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB"
+                notes.append(f"converted from a palette to {target} (lossless; noise needs more than the palette's "
+                             "colours)")
+                im = im.convert(target)
+            elif im.mode in _CONVERSIONS:
+                target, note = _CONVERSIONS[im.mode]
+                if note:
+                    notes.append(note)
+                im = im.convert(target)
+            arr = np.asarray(im, dtype=np.uint8)
+            arr = (arr[:, :, None] if arr.ndim == 2 else arr).copy()
     except PIL.Image.DecompressionBombError:
         raise ProtectionError(f"the image is far larger than this Space's limit of {_mp(limits.max_pixels)}; "
                               "downscale it first.") from None
@@ -262,37 +299,15 @@ def _mp(pixels: int) -> str:
 
 
 def _check_size(w: int, h: int, limits: Limits, uses_network: bool) -> None:
-    if min(w, h) < MIN_SIDE:
-        raise ProtectionError(f"the image is {w}x{h} pixels; it must be at least {MIN_SIDE}x{MIN_SIDE}.")
     if w * h > limits.max_pixels:
         raise ProtectionError(
             f"the image is {w}x{h} = {_mp(w * h)}; this Space protects at most {_mp(limits.max_pixels)}. "
             "Downscale it first (a model sees far fewer pixels anyway).")
-    if uses_network and w * h > limits.max_network_pixels:
-        example = " (Full HD 1920x1080 fits)" if limits.max_network_pixels >= 1920 * 1080 else ""
+    if uses_network and w * h > limits.network_pixels:
         raise ProtectionError(
-            f"the image is {w}x{h} = {_mp(w * h)}; this method runs gradient steps through a network, which this "
-            f"Space allows up to {_mp(limits.max_network_pixels)}{example}, at about 40 s per megapixel on a CPU. "
-            f"Downscale the image, or choose 'random' or a class-wise noise bank (up to {_mp(limits.max_pixels)}).")
-
-
-def tile_boxes(height: int, width: int, tile: int = TILE) -> list[tuple[int, int, int, int]]:
-    """Cut HxW into a grid of nearly equal tiles of at most `tile` per side: (y0, y1, x0, x1), row-major.
-
-    Equal tiles rather than `tile`-sized ones plus a sliver, so no tile is thinner than half a tile (a 3-pixel
-    sliver would vanish in the surrogate's pooling)."""
-    ys = np.linspace(0, height, math.ceil(height / tile) + 1).round().astype(int)
-    xs = np.linspace(0, width, math.ceil(width / tile) + 1).round().astype(int)
-    return [(int(ys[i]), int(ys[i + 1]), int(xs[j]), int(xs[j + 1]))
-            for i in range(len(ys) - 1) for j in range(len(xs) - 1)]
-
-
-def stretch_pattern(pattern: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize of a class pattern (whole uint8 steps) to HxW: values are copied, never mixed."""
-    ph, pw = pattern.shape[:2]
-    rows = (np.arange(height) * ph) // height
-    cols = (np.arange(width) * pw) // width
-    return pattern[rows][:, cols]
+            f"the image is {w}x{h} = {_mp(w * h)}; this Space runs methods that use a network on up to "
+            f"{_mp(limits.network_pixels)}. Downscale the image, or choose 'random' or a class-wise noise bank "
+            f"(up to {_mp(limits.max_pixels)}).")
 
 
 def _class_index(choice: Choice, label: str | int | None) -> int | None:
@@ -309,68 +324,64 @@ def _class_index(choice: Choice, label: str | int | None) -> int | None:
     raise ProtectionError(f"class {label!r} is not one of {choice.key!r}'s classes: {choice.class_names}.")
 
 
-def protect_array(image: np.ndarray, choice: Choice, label: str | int | None, epsilon_steps: int,
-                  limits: Limits | None = None, on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Protect one uint8 HxWx3 image tile by tile through the library's transform; returns the protected pixels."""
-    if not isinstance(epsilon_steps, (int, np.integer, float)) or not EPS_MIN <= float(epsilon_steps) <= EPS_MAX \
-            or float(epsilon_steps) != int(epsilon_steps):
+def _check_epsilon_steps(epsilon_steps) -> int:
+    if not isinstance(epsilon_steps, (int, np.integer, float)) or isinstance(epsilon_steps, bool) \
+            or not EPS_MIN <= float(epsilon_steps) <= EPS_MAX or float(epsilon_steps) != int(epsilon_steps):
         raise ProtectionError(f"epsilon={epsilon_steps!r}: choose a whole number of /255 steps from {EPS_MIN} "
                               f"to {EPS_MAX}.")
-    k = int(epsilon_steps)
+    return int(epsilon_steps)
+
+
+# The library names the row of the batch in its errors; here the batch is the one picture.
+_ROW_PREFIX = re.compile(r"^column 'image', row 0 of this batch: ")
+
+
+def protect_png(image: np.ndarray, choice: Choice, label: str | int | None, epsilon_steps: int,
+                limits: Limits | None = None) -> bytes:
+    """Protect one uint8 HxWxC picture (C: 1, 2, 3 or 4) with one call of the library's transform on a one-row
+    batch, as `Dataset.map` calls it: the library works at the method's resolution and brings the noise to the
+    picture's own size, checks the budget, rounds to uint8 and encodes the PNG. Returns the PNG's bytes."""
+    k = _check_epsilon_steps(epsilon_steps)
     limits = limits or Limits()
     h, w = image.shape[:2]
     _check_size(w, h, limits, choice.uses_network)
     y = _class_index(choice, label)
+    label_column = "label" if y is not None else None
     if choice.noise is not None:
-        full = stretch_pattern(choice.noise.steps[y], h, w)
+        transform = protect(noise=choice.noise, epsilon=k / 255, image_column="image", label_column=label_column)
     else:
         transform = protect(method=choice.method, epsilon=k / 255, seed=SEED, image_column="image",
-                            label_column="label" if y is not None else None)
-    out = np.empty_like(image)
-    boxes = tile_boxes(h, w, choice.tile or limits.tile)
-    done = 0
-    for group in _call_groups(boxes, limits.tile ** 2 if choice.noise is None else 1):
-        tiles = [np.ascontiguousarray(image[y0:y1, x0:x1]) for y0, y1, x0, x1 in group]
-        batch = {"image": tiles}
-        if choice.noise is not None:
-            # The tile's share of the stretched pattern, as a one-class Noise: the library applies and checks it.
-            ((y0, y1, x0, x1),) = group
-            cfg = choice.noise.config
-            tile_noise = Noise(full[None, y0:y1, x0:x1], NoiseConfig(
-                method=cfg.method, kind="classwise", epsilon=cfg.epsilon, image_shape=[y1 - y0, x1 - x0, 3],
-                num_classes=1, class_names=[choice.class_names[y]], seed=cfg.seed))
-            transform = protect(noise=tile_noise, epsilon=k / 255, image_column="image", label_column="label")
-            batch["label"] = [0]
-        elif y is not None:
-            batch["label"] = [y] * len(tiles)
-        for (y0, y1, x0, x1), cell in zip(group, transform(batch)["image"]):
-            with PIL.Image.open(io.BytesIO(cell["bytes"])) as png:
-                out[y0:y1, x0:x1] = np.asarray(png.convert("RGB"))
-        done += len(group)
-        if on_tile is not None:
-            on_tile(done, len(boxes))
-    return out
+                            label_column=label_column)
+    batch = {"image": [image]}
+    if y is not None:
+        batch["label"] = [y]         # the class index in the choice's own class names (the bank's, the surrogate's)
+    try:
+        (cell,) = transform(batch)["image"]
+    except ProtectionError as exc:
+        raise ProtectionError(_ROW_PREFIX.sub("", str(exc))) from None
+    return cell["bytes"]
 
 
-def _call_groups(boxes: list[tuple[int, int, int, int]], max_pixels: int) -> list[list[tuple[int, int, int, int]]]:
-    """Consecutive tiles grouped into transform calls of at most max_pixels (at least one tile each)."""
-    groups: list[list] = [[]]
-    pixels = 0
-    for box in boxes:
-        area = (box[1] - box[0]) * (box[3] - box[2])
-        if groups[-1] and pixels + area > max_pixels:
-            groups.append([])
-            pixels = 0
-        groups[-1].append(box)
-        pixels += area
-    return groups
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes -> uint8 HxWxC as read_image returns it (C = 1 for gray)."""
+    with PIL.Image.open(io.BytesIO(data)) as png:
+        arr = np.asarray(png)
+    return arr[:, :, None] if arr.ndim == 2 else arr
 
 
-def tile_count(choice: Choice, height: int, width: int, limits: Limits | None = None) -> int:
-    return len(tile_boxes(height, width, choice.tile or (limits or Limits()).tile))
+def protect_array(image: np.ndarray, choice: Choice, label: str | int | None, epsilon_steps: int,
+                  limits: Limits | None = None) -> np.ndarray:
+    """protect_png, decoded: the protected pixels, in the picture's own size and mode."""
+    return decode_png(protect_png(image, choice, label, epsilon_steps, limits))
 
 
 _ROWS = 256   # rows per chunk in the full-image measurements: no full-size int64/float64 temporaries
+
+
+def _colour(arr: np.ndarray) -> np.ndarray:
+    """The channels that carry the picture (gray or RGB); alpha is never changed, so it is left out of the measures."""
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    return arr[:, :, :1] if arr.shape[2] <= 2 else arr[:, :, :3]
 
 
 def linf_steps(original: np.ndarray, protected: np.ndarray) -> int:
@@ -378,12 +389,13 @@ def linf_steps(original: np.ndarray, protected: np.ndarray) -> int:
 
 
 def psnr_db(original: np.ndarray, protected: np.ndarray) -> float:
-    """Peak signal-to-noise ratio of 8-bit images in dB (inf when identical)."""
+    """Peak signal-to-noise ratio of 8-bit images in dB over the colour (or gray) channels (inf when identical)."""
     return _compare(original, protected)[1]
 
 
 def _compare(original: np.ndarray, protected: np.ndarray) -> tuple[int, float]:
-    """(max |x' - x| in /255 steps, PSNR in dB), in row chunks."""
+    """(max |x' - x| in /255 steps, PSNR in dB) over the colour channels, in row chunks."""
+    original, protected = _colour(original), _colour(protected)
     linf, sse = 0, 0
     for r in range(0, original.shape[0], _ROWS):
         d = protected[r:r + _ROWS].astype(np.int32) - original[r:r + _ROWS]
@@ -394,33 +406,41 @@ def _compare(original: np.ndarray, protected: np.ndarray) -> tuple[int, float]:
 
 
 def noise_map(original: np.ndarray, protected: np.ndarray, epsilon_steps: int) -> np.ndarray:
-    """The perturbation made visible: mid-grey is zero, +/- epsilon maps to the full 0..255 range."""
+    """The perturbation made visible: mid-grey is zero, +/- epsilon maps to the full 0..255 range. HxW for gray
+    pictures, HxWx3 for colour ones (alpha, never changed, is left out)."""
+    original, protected = _colour(original), _colour(protected)
     out = np.empty_like(original)
     for r in range(0, original.shape[0], _ROWS):
         delta = protected[r:r + _ROWS].astype(np.float32) - original[r:r + _ROWS]
         out[r:r + _ROWS] = np.clip(np.rint(127.5 + delta * (127.5 / epsilon_steps)), 0, 255)
-    return out
+    return out[:, :, 0] if out.shape[2] == 1 else out
 
 
 def report_text(choice: Choice, label: str | None, epsilon_steps: int, original: np.ndarray,
-                protected: np.ndarray, n_tiles: int, seconds: float, notes: Sequence[str] = ()) -> str:
+                protected: np.ndarray, seconds: float, notes: Sequence[str] = ()) -> str:
     h, w = original.shape[:2]
+    mode = _MODE_OF_CHANNELS[original.shape[2]]
     linf, psnr = _compare(original, protected)
     lines = [f"method: {choice.key}" + (f" · class: {label}" if choice.class_names is not None else ""),
-             f"image: {w}x{h} px, {n_tiles} tile{'s' if n_tiles > 1 else ''}"
-             + (f" of up to {choice.tile}x{choice.tile} (the network's input size)" if choice.tile else "")
-             + f", {seconds:.1f} s",
-             f"budget: ε={epsilon_steps}/255" + (" (the noise bank's own)" if choice.noise is not None else ""),
-             f"measured: max|δ|={linf}/255 (L∞), "
-             f"PSNR={'inf' if math.isinf(psnr) else f'{psnr:.2f}'} dB",
-             "download: lossless PNG (re-saving it as JPEG or WebP changes the pixels and weakens the protection)"]
+             f"image: {w}x{h} px, {mode}" + (" (alpha kept as it was)" if mode in ("LA", "RGBA") else "")
+             + f", {seconds:.1f} s"]
+    if choice.resolution is not None and choice.resolution != (h, w):
+        rh, rw = choice.resolution
+        made = ("the bank's patterns were crafted at" if choice.noise is not None
+                else "the noise was made at")
+        lines.append(f"noise: {made} {rw}x{rh}" + (" (the network's input size)" if choice.uses_network else "")
+                     + f" and resized to {w}x{h} (nearest neighbour: whole steps, full strength, within ε)")
+    lines += [f"budget: ε={epsilon_steps}/255" + (" (the noise bank's own)" if choice.noise is not None else ""),
+              f"measured: max|δ|={linf}/255 (L∞), "
+              f"PSNR={'inf' if math.isinf(psnr) else f'{psnr:.2f}'} dB",
+              "download: lossless PNG (re-saving it as JPEG or WebP changes the pixels and weakens the protection)"]
     lines += [f"note: {n}" for n in notes]
     return "\n".join(lines)
 
 
 @dataclass
 class Result:
-    png_path: Path          # the protected image, lossless PNG (shown and offered for download)
+    png_path: Path          # the protected image, lossless PNG in the upload's mode (shown and offered for download)
     map_path: Path          # the amplified noise map
     report: str
     linf: int               # measured max |x' - x|, in /255 steps
@@ -428,18 +448,15 @@ class Result:
 
 
 def protect_upload(image_path: str | os.PathLike, choice: Choice, label: str | int | None,
-                   epsilon: int | float | None, out_dir: str | os.PathLike, limits: Limits | None = None,
-                   on_tile: Callable[[int, int], None] | None = None) -> Result:
+                   epsilon: int | float | None, out_dir: str | os.PathLike, limits: Limits | None = None) -> Result:
     """What the Protect button does: read, protect, measure, and write the PNG and the noise map to out_dir."""
     limits = limits or Limits()
     if epsilon is None:
         epsilon = choice.fixed_epsilon or EPS_DEFAULT
     t0 = time.perf_counter()
     original, notes = read_image(image_path, limits, choice.uses_network)
-    n_tiles = tile_count(choice, *original.shape[:2], limits)
-    if on_tile is not None:
-        on_tile(0, n_tiles)
-    protected = protect_array(original, choice, label, epsilon, limits, on_tile)
+    png = protect_png(original, choice, label, epsilon, limits)
+    protected = decode_png(png)
     seconds = time.perf_counter() - t0
     # A noise bank keeps its own budget: a larger epsilon does not make its whole steps any larger.
     budget = choice.fixed_epsilon or int(epsilon)
@@ -448,11 +465,11 @@ def protect_upload(image_path: str | os.PathLike, choice: Choice, label: str | i
     out_dir = Path(out_dir)
     key = re.sub(r"[^A-Za-z0-9]+", "-", choice.key).strip("-")
     png_path = out_dir / f"{_safe_stem(image_path)}_protected_{key}_eps{budget}.png"
-    PIL.Image.fromarray(protected, mode="RGB").save(png_path, format="PNG")
+    png_path.write_bytes(png)            # the library's own PNG, byte for byte
+    del png
     map_path = out_dir / "noise_map.png"
-    PIL.Image.fromarray(noise_map(original, protected, budget), mode="RGB").save(map_path, format="PNG",
-                                                                               compress_level=1)
-    text = report_text(choice, label, budget, original, protected, n_tiles, seconds, notes)
+    PIL.Image.fromarray(noise_map(original, protected, budget)).save(map_path, format="PNG", compress_level=1)
+    text = report_text(choice, label, budget, original, protected, seconds, notes)
     linf, psnr = _compare(original, protected)
     return Result(png_path, map_path, text, linf, psnr)
 
@@ -509,9 +526,9 @@ def build_demo(catalogue: Catalogue, limits: Limits | None = None):
             raise gr.Error("Upload an image first.")
         if key not in catalogue.choices:
             raise gr.Error(f"unknown method {key!r}; choose one of {keys}.")
+        progress(0, desc="protecting")
         try:
-            result = protect_upload(image_path, catalogue.choices[key], label, epsilon, outputs.new_dir(), limits,
-                                    on_tile=lambda i, n: progress((i, n), desc="protecting", unit="tiles"))
+            result = protect_upload(image_path, catalogue.choices[key], label, epsilon, outputs.new_dir(), limits)
         except ProtectionError as exc:
             raise gr.Error(str(exc)) from None
         except MemoryError:
@@ -524,11 +541,13 @@ def build_demo(catalogue: Catalogue, limits: Limits | None = None):
         "picture learns the noise instead of the content. Upload, pick a method, press **Protect**, download the "
         "**PNG** (JPEG or WebP would change the pixels). This is a demonstration: the protection is measured on "
         "datasets (see the library's README), and a single protected picture proves nothing on its own.")
+    network_limit = ("" if limits.network_pixels >= limits.max_pixels
+                     else f" ({_mp(limits.network_pixels)} for methods that run a network)")
     limits_text = (
-        f"Limits: up to {_mp(limits.max_pixels)} per image ({_mp(limits.max_network_pixels)} for methods that run "
-        f"a network); images are protected in tiles of at most {limits.tile}x{limits.tile} (methods that run a "
-        f"network: tiles of its input size, many at a time), so memory stays bounded. Uploads and results are "
-        f"kept only in this server's temporary folders and removed after an hour.")
+        f"Limits: up to {_mp(limits.max_pixels)} per image{network_limit}. The whole picture is protected in one "
+        f"call of the library, in its own size and mode (RGBA keeps its alpha, grey stays grey); methods that run a "
+        f"network make their noise at the network's input size and the library resizes it to your picture. "
+        f"Uploads and results are kept only in this server's temporary folders and removed after an hour.")
     if catalogue.problems:
         limits_text += "\n\nNot offered here: " + " · ".join(catalogue.problems)
 
@@ -552,7 +571,7 @@ def build_demo(catalogue: Catalogue, limits: Limits | None = None):
                                    elem_id="protected")
                 out_map = gr.Image(label="Noise, amplified (grey = 0, black/white = ∓ε)", format="png",
                                    interactive=False, height=320, elem_id="noise")
-                report = gr.Textbox(label="Report", lines=6, interactive=False, elem_id="report")
+                report = gr.Textbox(label="Report", lines=7, interactive=False, elem_id="report")
                 dl = gr.File(label="Download the protected PNG", interactive=False, elem_id="dl")
         gr.Markdown(limits_text, elem_id="limits")
         method.change(on_choice, [method], [label, eps, info], api_visibility="private")
@@ -567,8 +586,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--noise", action="append", default=[], metavar="PATH_OR_REPO",
                         help=f"a class-wise noise bank to offer (repeatable); also read from ${NOISE_ENV}")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="largest image, in pixels")
-    parser.add_argument("--max-network-pixels", type=int, default=MAX_NETWORK_PIXELS,
-                        help="largest image for methods that run a network, in pixels")
+    parser.add_argument("--max-network-pixels", type=int, default=None,
+                        help="largest image for methods that run a network, in pixels (default: --max-pixels)")
     args = parser.parse_args(argv)
     specs = noise_specs_from_readme(Path(__file__).with_name("README.md"))
     specs += [s for s in noise_specs_from_env(os.environ.get(NOISE_ENV)) + list(args.noise) if s not in specs]

@@ -9,7 +9,6 @@ CI=true (as .ci/run sets) they fail instead, so a missing install step cannot pa
 from __future__ import annotations
 
 import importlib.util
-import io
 import os
 import re
 import subprocess
@@ -97,6 +96,21 @@ def _read(path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A truncated PNG (8-bit RGB): its header gives the size, its data holds one row and then the file ends. PIL
+    reads the size; decoding it fails."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    z = zlib.compressobj()
+    row = z.compress(bytes(1 + 3 * width)) + z.flush(zlib.Z_SYNC_FLUSH)     # one row, the stream left open
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", row)
+
+
 def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
     """Random texture with saturated bands (0 and 255), so clipping at the pixel range is exercised."""
     img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -150,100 +164,142 @@ def test_unusable_noise_banks_are_reported_not_offered(app, tmp_path):
     assert app.noise_specs_from_env(" a/b, ./noise/x\nuser/em ,, ") == ["a/b", "./noise/x", "user/em"]
 
 
-@pytest.mark.parametrize("shape", [(8, 8), (512, 512), (513, 1025), (3000, 4000), (600, 9), (1, 2000)])
-def test_tiles_partition_the_image(app, shape):
-    h, w = shape
-    boxes = app.tile_boxes(h, w, 512)
-    cover = np.zeros(shape, dtype=np.int32)
-    for y0, y1, x0, x1 in boxes:
-        assert 0 < y1 - y0 <= 512 and 0 < x1 - x0 <= 512
-        # no sliver: a dimension longer than a tile is cut into nearly equal parts of at least half a tile
-        assert y1 - y0 >= min(h, 256) and x1 - x0 >= min(w, 256)
-        cover[y0:y1, x0:x1] += 1
-    assert (cover == 1).all()
+def _nearest(pattern: np.ndarray, h: int, w: int) -> np.ndarray:
+    """A crafted-size pattern brought to HxW as the library documents it: nearest neighbour ('nearest-exact': output
+    row r copies input row floor((r + 0.5) * ph / h)), so every value is one of the pattern's whole steps."""
+    ph, pw = pattern.shape[:2]
+    rows = np.minimum(((np.arange(h) + 0.5) * ph / h).astype(int), ph - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * pw / w).astype(int), pw - 1)
+    return pattern.astype(np.int16)[rows][:, cols]
 
 
-def test_large_image_is_protected_tile_by_tile_through_the_library(app, catalogue):
+def _library(transform, image: np.ndarray, label: int | None = None) -> bytes:
+    batch = {"image": [image]} | ({"label": [label]} if label is not None else {})
+    return transform(batch)["image"][0]["bytes"]
+
+
+def test_the_whole_picture_goes_through_one_library_call(app, catalogue):
+    """No tiles: the Space's PNG is, byte for byte, what protect(...) makes of the whole picture as one row."""
     img = _texture(700, 1100)
-    limits = app.Limits(tile=256)
-    seen = []
-    out = app.protect_array(img, catalogue.choices["random"], None, 6, limits, on_tile=lambda i, n: seen.append((i, n)))
-    boxes = app.tile_boxes(700, 1100, 256)
-    assert seen == [(i + 1, len(boxes)) for i in range(len(boxes))] and len(boxes) == 15
-    delta = out.astype(np.int16) - img.astype(np.int16)
-    assert np.abs(delta).max() == 6 and app.linf_steps(img, out) == 6
-    # Each tile is exactly what the library's transform makes of it (same seed, same row id = its pixels).
-    transform = protect(method="random", epsilon=6 / 255, seed=0, image_column="image")
-    for y0, y1, x0, x1 in boxes[:3] + boxes[-2:]:
-        cell = transform({"image": [np.ascontiguousarray(img[y0:y1, x0:x1])]})["image"][0]
-        np.testing.assert_array_equal(out[y0:y1, x0:x1], _read(io.BytesIO(cell["bytes"])))
+    png = app.protect_png(img, catalogue.choices["random"], None, 6)
+    assert png == _library(protect(method="random", epsilon=6 / 255, seed=0, image_column="image"), img)
+    out = app.decode_png(png)
+    assert out.shape == img.shape and app.linf_steps(img, out) == 6
+    assert catalogue.choices["random"].resolution is None          # random works at the picture's own size
+    # em, with the class as the row's label (the surrogate's class index)
+    cat = _cifar_cat(scale=3)
+    png = app.protect_png(cat, catalogue.choices["em"], "cat", 8)
+    expected = _library(protect(method="em", epsilon=8 / 255, seed=0, image_column="image", label_column="label"),
+                        cat, CLASS_NAMES.index("cat"))
+    assert png == expected
 
 
-def test_network_methods_work_in_tiles_of_the_network_input_size(app, catalogue):
+def test_em_on_a_large_picture_protects_every_region_and_keeps_its_size(app, catalogue):
     em = catalogue.choices["em"]
     from hf_unlearnable.surrogates import load_surrogate
 
-    assert em.tile == max(load_surrogate(None).config.image_size) == 32
-    img = _cifar_cat(scale=3)                                    # 96x96: 9 tiles of 32x32, in one transform call
-    seen = []
-    out = app.protect_array(img, em, "cat", 8, on_tile=lambda i, n: seen.append((i, n)))
-    assert seen == [(9, 9)] and app.tile_count(em, 96, 96) == 9
-    delta = np.abs(out.astype(np.int16) - img.astype(np.int16)).max(axis=-1)
-    # every region gets noise (on a whole large picture the surrogate's global max pool leaves much of it at 0)
-    assert delta.max() == 8 and (delta == 0).mean() < 0.05
-    # many tiles per call, never more than limits.tile**2 pixels: 3 calls of 4 + 4 + 1 tiles with a 64-pixel limit
-    seen.clear()
-    app.protect_array(img, em, "cat", 8, app.Limits(tile=64), on_tile=lambda i, n: seen.append((i, n)))
-    assert seen == [(4, 9), (8, 9), (9, 9)]
+    assert em.uses_network and em.resolution == tuple(load_surrogate(None).config.image_size) == (32, 32)
+    rng = np.random.default_rng(1)      # a smooth picture (an upscaled CIFAR-10 cat) with mild texture, 2 MP
+    img = np.asarray(PIL.Image.fromarray(_cifar_cat(scale=1)).resize((1700, 1200), PIL.Image.Resampling.BICUBIC))
+    img = np.clip(img.astype(np.int16) + rng.integers(-3, 4, img.shape), 0, 255).astype(np.uint8)
+    t0 = time.perf_counter()
+    out = app.protect_array(img, em, "cat", 8)
+    assert time.perf_counter() - t0 < 60           # crafted at 32x32 (~1 s here); 32x32 tiles took ~50 s at 2 MP
+    assert out.shape == img.shape and out.dtype == np.uint8
+    delta = np.abs(out.astype(np.int16) - img.astype(np.int16))
+    assert delta.max() == 8 and app.linf_steps(img, out) == 8
+    changed = delta.max(axis=-1) > 0
+    assert changed.mean() > 0.95, changed.mean()
+    # every region of the picture gets noise, not only some: a 6x6 grid of regions, each mostly changed
+    for band in np.array_split(changed, 6, axis=0):
+        for region in np.array_split(band, 6, axis=1):
+            assert region.mean() > 0.8, region.mean()
 
 
-def test_classwise_noise_is_stretched_to_a_photo_sized_image(app, tmp_path):
-    # A bank with strong patterns (whole steps in [-8, 8]) so that the stretch is visible in every pixel.
+def test_a_bank_applies_to_a_picture_of_another_size(app, tmp_path):
+    # A bank with strong patterns (whole steps in [-8, 8]) so that the resize is visible in every pixel.
     rng = np.random.default_rng(5)
     patterns = rng.integers(-8, 9, (10, 32, 32, 3)).astype(np.float64) / 255
     Noise.from_deltas(patterns, ids=None, epsilon=8 / 255, method="em", kind="classwise",
                       class_names=CLASS_NAMES).save_pretrained(tmp_path / "strong")
     (bank,) = [c for c in app.build_catalogue([str(tmp_path / "strong")]).choices.values() if c.noise is not None]
-    pattern = bank.noise.steps[CLASS_NAMES.index("dog")].astype(np.int16)
+    assert bank.resolution == (32, 32) and "resized to your picture" in bank.description
+    pattern = bank.noise.steps[CLASS_NAMES.index("dog")]
     img = np.full((1000, 800, 3), 128, dtype=np.uint8)           # mid-grey: nothing clips ...
     img[:100] = 255                                              # ... except here, where positive steps clip
-    out = app.protect_array(img, bank, "dog", 8, app.Limits(tile=300))
+    png = app.protect_png(img, bank, "dog", 8)
+    out = app.decode_png(png)
+    assert out.shape == img.shape
     delta = out.astype(np.int16) - img.astype(np.int16)
     assert np.abs(delta).max() == 8
-    # Nearest neighbour: output row r copies pattern row floor(32 r / 1000), column c copies floor(32 c / 800);
-    # every pattern row/column fills a block of floor or ceil(1000/32) rows (800/32 columns), in order.
-    stretched = pattern[(np.arange(1000) * 32) // 1000][:, (np.arange(800) * 32) // 800]
-    np.testing.assert_array_equal(delta[100:], stretched[100:])
-    np.testing.assert_array_equal(delta[:100], np.minimum(stretched[:100], 0))    # clipped at 255, still bounded
-    for n in (1000, 800):
-        assert set(np.bincount((np.arange(n) * 32) // n, minlength=32)) <= {n // 32, -(-n // 32)}
-    np.testing.assert_array_equal(app.stretch_pattern(pattern, 64, 96), np.repeat(np.repeat(pattern, 2, 0), 3, 1))
+    resized = _nearest(pattern, 1000, 800)
+    np.testing.assert_array_equal(delta[100:], resized[100:])
+    np.testing.assert_array_equal(delta[:100], np.minimum(resized[:100], 0))    # clipped at 255, still bounded
+    # the bank's own class names apply: "dog" is the row's label, its index in the bank
+    assert png == _library(protect(noise=bank.noise, image_column="image", label_column="label"), img,
+                           CLASS_NAMES.index("dog"))
     # A victim that shrinks the picture to 32x32 (box filter) sees the crafted pattern again, up to block edges.
-    shrunk = np.stack([np.asarray(PIL.Image.fromarray(stretched[..., c].astype(np.float32)).resize(
+    shrunk = np.stack([np.asarray(PIL.Image.fromarray(resized[..., c].astype(np.float32)).resize(
         (32, 32), PIL.Image.Resampling.BOX)) for c in range(3)], axis=-1)
     assert np.abs(shrunk - pattern).mean() < 0.25 * np.abs(pattern).mean()
+    # a picture smaller than the patterns works the same way
+    small = app.protect_array(np.full((20, 24, 3), 128, dtype=np.uint8), bank, "dog", 8)
+    np.testing.assert_array_equal(small.astype(np.int16) - 128, _nearest(pattern, 20, 24))
+
+
+def test_a_label_agnostic_bank_needs_no_class(app, tmp_path):
+    """Class-wise noise crafted without labels carries its clusters' centroids: the library picks the picture's
+    nearest cluster, so the page asks for no class."""
+    from hf_unlearnable._clusters import features
+
+    rng = np.random.default_rng(2)
+    dim = features(np.zeros((1, 32, 32, 3), dtype=np.uint8)).shape[1]
+    Noise.from_deltas(rng.integers(-8, 9, (3, 32, 32, 3)) / 255, ids=None, epsilon=8 / 255, method="em",
+                      kind="classwise", class_names=[f"cluster {j}" for j in range(3)],
+                      clustering={"clusters": 3, "surrogate": "default"},
+                      centroids=rng.normal(size=(3, dim)).astype(np.float32)).save_pretrained(tmp_path / "agnostic")
+    (bank,) = [c for c in app.build_catalogue([str(tmp_path / "agnostic")]).choices.values() if c.noise is not None]
+    assert bank.class_names is None and "no class to pick" in bank.description
+    img = _texture(60, 90, seed=4)
+    out = app.protect_array(img, bank, None, 8)
+    assert out.shape == img.shape and 0 < app.linf_steps(img, out) <= 8
 
 
 def test_size_limits_refuse_before_work(app, catalogue, tmp_path):
     limits = app.Limits(max_pixels=200 * 150, max_network_pixels=100 * 100)
-    mid = _png(tmp_path / "mid.png", _texture(120, 160))     # 19,200 px: above the network limit only
-    with pytest.raises(ProtectionError, match=r"= 19,200 pixels; this method runs.* up to 10,000 pixels.*'random' or a class-wise noise bank"):
+    mid = _png(tmp_path / "mid.png", _texture(120, 160))     # 19,200 px: above the (optional) network limit only
+    with pytest.raises(ProtectionError, match=r"= 19,200 pixels; this Space runs methods that use a network on up "
+                                              r"to 10,000 pixels.*'random' or a class-wise noise bank"):
         app.read_image(mid, limits, uses_network=True)
     arr, _ = app.read_image(mid, limits, uses_network=False)
     assert arr.shape == (120, 160, 3)
     big = _png(tmp_path / "big.png", _texture(200, 160))     # 32,000 px: above any method's limit
     with pytest.raises(ProtectionError, match=r"160x200 = 32,000 pixels; this Space protects at most 30,000 pixels\. Downscale"):
         app.read_image(big, limits)
-    with pytest.raises(ProtectionError, match="at least 8x8"):
-        app.read_image(_png(tmp_path / "tiny.png", _texture(4, 30)), limits)
-    # the defaults: Full HD fits the network limit, a 12 MP photo only the general one
-    app._check_size(1920, 1080, app.Limits(), uses_network=True)
-    with pytest.raises(ProtectionError, match=r"4000x3000 = 12\.0 MP.*up to 2\.1 MP \(Full HD 1920x1080 fits\)"):
-        app._check_size(4000, 3000, app.Limits(), uses_network=True)
-    app._check_size(4000, 3000, app.Limits(), uses_network=False)
+    # refused before decoding: a PNG whose header says 6001x4000 but holds no pixel data is refused for its size
+    # (decoding it would fail with "cannot be decoded")
+    (tmp_path / "header-only.png").write_bytes(_png_header(6001, 4000))
+    (tmp_path / "small-header-only.png").write_bytes(_png_header(100, 80))
+    with pytest.raises(ProtectionError, match="cannot be decoded"):
+        app.read_image(tmp_path / "small-header-only.png", app.Limits())
+    with pytest.raises(ProtectionError, match=r"6001x4000 = 24\.0 MP; this Space protects at most 24\.0 MP"):
+        app.read_image(tmp_path / "header-only.png", app.Limits(), uses_network=True)
+    # The defaults: em crafts at the network's input size, so it has the same 24 MP limit as every method
+    # (a 12 MP photo fits, 6000x4000 too); the network limit never exceeds the general one.
+    assert app.Limits().network_pixels == app.Limits().max_pixels == 24_000_000
+    app._check_size(4000, 3000, app.Limits(), uses_network=True)
+    app._check_size(6000, 4000, app.Limits(), uses_network=True)
+    with pytest.raises(ProtectionError, match=r"6001x4000 = 24\.0 MP; this Space protects at most 24\.0 MP"):
+        app._check_size(6001, 4000, app.Limits(), uses_network=True)
+    assert app.Limits(max_pixels=1000, max_network_pixels=5000).network_pixels == 1000
     # protect_array checks the limits too (the API can be called with any array)
     with pytest.raises(ProtectionError, match="network"):
         app.protect_array(_texture(120, 160), catalogue.choices["em"], "cat", 8, limits)
+    # no minimum side any more: the network sees 32x32 whatever the picture, so a thin strip is protected too
+    strip = _texture(4, 30, seed=2)
+    for key, label in (("random", None), ("em", "cat")):
+        out = app.protect_array(strip, catalogue.choices[key], label, 8)
+        assert out.shape == strip.shape and 0 < app.linf_steps(strip, out) <= 8
 
 
 def test_uploads_are_decoded_or_refused_clearly(app, tmp_path):
@@ -260,13 +316,35 @@ def test_uploads_are_decoded_or_refused_clearly(app, tmp_path):
     with pytest.raises(ProtectionError, match="cannot be decoded"):
         app.read_image(tmp_path / "cut.png", limits)
 
+    # The modes the library keeps come back as they are: RGBA keeps its alpha (a user uploading a cut-out expects a
+    # cut-out back, not a picture flattened onto white), grey stays grey.
     rgba = np.zeros((16, 16, 4), dtype=np.uint8)
     rgba[..., 0] = 200
     rgba[:8, :, 3] = 255                               # top half opaque red, bottom half fully transparent
     arr, notes = app.read_image(_png(tmp_path / "rgba.png", rgba), limits)
-    assert (arr[:8] == [200, 0, 0]).all() and (arr[8:] == 255).all() and any("white" in n for n in notes)
+    np.testing.assert_array_equal(arr, rgba)
+    assert notes == []
     grey, notes = app.read_image(_png(tmp_path / "grey.png", np.full((16, 16), 77, dtype=np.uint8)), limits)
-    assert grey.shape == (16, 16, 3) and (grey == 77).all() and any("mode L" in n for n in notes)
+    assert grey.shape == (16, 16, 1) and (grey == 77).all() and notes == []
+    la = np.stack([np.full((16, 16), 77, np.uint8), np.full((16, 16), 9, np.uint8)], axis=-1)
+    arr, _ = app.read_image(_png(tmp_path / "la.png", la), limits)
+    np.testing.assert_array_equal(arr, la)
+    # The others are converted without loss to the nearest mode the library keeps, and the report says so.
+    pal = PIL.Image.fromarray(rgba).quantize(4)
+    pal.info["transparency"] = pal.getpixel((0, 15))
+    pal.save(tmp_path / "pal.png", transparency=pal.getpixel((0, 15)))
+    arr, notes = app.read_image(tmp_path / "pal.png", limits)
+    assert arr.shape == (16, 16, 4) and (arr[8:, :, 3] == 0).all() and (arr[:8, :, 3] == 255).all()
+    assert any("palette to RGBA" in n for n in notes)
+    PIL.Image.fromarray(_texture(16, 16)).quantize(8).save(tmp_path / "pal_opaque.png")
+    arr, notes = app.read_image(tmp_path / "pal_opaque.png", limits)
+    assert arr.shape == (16, 16, 3) and any("palette to RGB " in n for n in notes)
+    PIL.Image.fromarray(np.eye(16, dtype=bool)).save(tmp_path / "bits.png")
+    arr, notes = app.read_image(tmp_path / "bits.png", limits)
+    assert arr.shape == (16, 16, 1) and set(np.unique(arr)) == {0, 255} and any("1-bit" in n for n in notes)
+    PIL.Image.fromarray(_texture(16, 16)).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    arr, notes = app.read_image(tmp_path / "cmyk.jpg", limits)
+    assert arr.shape == (16, 16, 3) and any("CMYK to RGB" in n for n in notes)
 
     # a phone photo stored sideways with EXIF orientation 6 is protected the way the browser shows it (upright)
     exif = PIL.Image.Exif()
@@ -283,10 +361,16 @@ def test_protect_upload_writes_a_lossless_png_and_an_honest_report(app, catalogu
     res = app.protect_upload(up, bank, "ship", 12, tmp_path)     # asks more than the bank's own 8/255
     out = _read(res.png_path)
     assert res.png_path.name == "my_photo_protected_em-class-wise-em-cw-tiny_eps8.png"
+    # the download is the library's own PNG, byte for byte
+    library = _library(protect(noise=bank.noise, image_column="image", label_column="label"), img,
+                       CLASS_NAMES.index("ship"))
+    assert res.png_path.read_bytes() == library
     measured = int(np.abs(out.astype(np.int16) - img.astype(np.int16)).max())
     assert measured == res.linf <= 8
     assert f"max|δ|={measured}/255" in res.report and "budget: ε=8/255" in res.report
     assert f"PSNR={res.psnr:.2f} dB" in res.report and "12/255 was asked for" in res.report
+    assert "image: 70x90 px, RGB" in res.report
+    assert "the bank's patterns were crafted at 32x32 and resized to 70x90 (nearest neighbour" in res.report
     assert _read(res.map_path).shape == img.shape
     with pytest.raises(ProtectionError, match="smaller than the noise's own budget"):
         app.protect_upload(up, bank, "ship", 4, tmp_path)       # the library refuses a smaller budget
@@ -296,6 +380,39 @@ def test_protect_upload_writes_a_lossless_png_and_an_honest_report(app, catalogu
         app.protect_upload(up, catalogue.choices["em"], None, 8, tmp_path)
     with pytest.raises(ProtectionError, match="whole number"):
         app.protect_upload(up, catalogue.choices["random"], None, 40, tmp_path)
+    # the library's own refusals reach the user without its batch wording
+    white = _png(tmp_path / "white.png", np.full((40, 40, 3), 255, dtype=np.uint8))
+    positive = Noise.from_deltas(np.full((10, 32, 32, 3), 8 / 255), ids=None, epsilon=8 / 255, method="em",
+                                 kind="classwise", class_names=CLASS_NAMES)
+    positive.save_pretrained(tmp_path / "positive")
+    (pos,) = [c for c in app.build_catalogue([str(tmp_path / "positive")]).choices.values() if c.noise is not None]
+    with pytest.raises(ProtectionError, match=r"^the noise leaves this image unchanged"):
+        app.protect_upload(white, pos, "cat", 8, tmp_path)
+
+
+def test_an_rgba_upload_comes_back_rgba_with_its_alpha(app, catalogue, tmp_path):
+    rng = np.random.default_rng(8)
+    rgba = np.concatenate([_texture(300, 500, seed=8), rng.integers(0, 256, (300, 500, 1), dtype=np.uint8)], -1)
+    rgba[:, :100, 3] = 0                               # a fully transparent strip: kept transparent
+    up = _png(tmp_path / "cutout.png", rgba)
+    for key, label in (("em", "cat"), ("random", None), (_bank_key(catalogue), "cat")):
+        res = app.protect_upload(up, catalogue.choices[key], label, 8, tmp_path)
+        with PIL.Image.open(res.png_path) as im:
+            assert im.mode == "RGBA" and im.size == (500, 300)
+            out = np.asarray(im)
+        np.testing.assert_array_equal(out[..., 3], rgba[..., 3])                     # alpha byte for byte
+        delta = np.abs(out[..., :3].astype(np.int16) - rgba[..., :3].astype(np.int16))
+        assert 0 < delta.max() <= 8 and res.linf == delta.max()
+        assert "image: 500x300 px, RGBA (alpha kept as it was)" in res.report
+        with PIL.Image.open(res.map_path) as m:
+            assert m.mode == "RGB" and m.size == (500, 300)
+    # grey stays grey
+    grey = _texture(64, 48, seed=9)[..., 0]
+    res = app.protect_upload(_png(tmp_path / "grey.png", grey), catalogue.choices["random"], None, 8, tmp_path)
+    with PIL.Image.open(res.png_path) as im:
+        assert im.mode == "L" and 0 < np.abs(np.asarray(im).astype(np.int16) - grey).max() <= 8
+    with PIL.Image.open(res.map_path) as m:
+        assert m.mode == "L"
 
 
 def test_metrics(app):
@@ -307,6 +424,13 @@ def test_metrics(app):
     assert app.psnr_db(a, b) == pytest.approx(10 * np.log10(255 ** 2 / (9 / 300)))
     m = app.noise_map(a, b, 3)
     assert m[0, 0, 0] == 255 and m[0, 0, 1] == 128 and m.dtype == np.uint8
+    # alpha is never changed: it is left out of the measures (it would inflate the PSNR) and of the map
+    a4 = np.concatenate([a, np.full((10, 10, 1), 255, np.uint8)], -1)
+    b4 = np.concatenate([b, np.full((10, 10, 1), 255, np.uint8)], -1)
+    assert app.psnr_db(a4, b4) == app.psnr_db(a, b) and app.linf_steps(a4, b4) == 3
+    assert app.noise_map(a4, b4, 3).shape == (10, 10, 3)
+    grey = np.zeros((10, 10, 1), np.uint8)
+    assert app.noise_map(grey, grey + 1, 1).shape == (10, 10)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -487,7 +611,8 @@ def test_browser_round_trip(app_url, browser_page, tmp_path):
     expect(report).to_have_value(re.compile(r"max\|δ\|=\d+/255"), timeout=60_000)
     text = report.input_value()
     assert "method: em · class: cat" in text and "budget: ε=5/255" in text
-    assert "image: 256x256 px, 64 tiles of up to 32x32" in text
+    assert "image: 256x256 px, RGB" in text and "tiles" not in text
+    assert "noise: the noise was made at 32x32 (the network's input size) and resized to 256x256" in text
     expect(page.locator("#protected img")).to_be_visible()
     expect(page.locator("#noise img")).to_be_visible()
     with page.expect_download() as download:
@@ -525,7 +650,7 @@ def test_browser_shows_why_an_image_is_refused(app_url, browser_page, tmp_path):
 def test_gradio_client_protects_with_a_noise_bank(app_url, catalogue, tmp_path):
     client_mod = _need("gradio_client")
     key = _bank_key(catalogue)
-    img = _texture(100, 75, seed=7)                     # not the bank's 32x32: the pattern is stretched
+    img = _texture(100, 75, seed=7)                     # not the bank's 32x32: the library resizes the pattern
     upload = _png(tmp_path / "photo.png", img)
     client = client_mod.Client(app_url, download_files=str(tmp_path / "dl"), verbose=False)
     try:
@@ -534,7 +659,7 @@ def test_gradio_client_protects_with_a_noise_bank(app_url, catalogue, tmp_path):
         out = _read(file_path)
         np.testing.assert_array_equal(out, _read(protected_path))
         pattern = catalogue.choices[key].noise.steps[CLASS_NAMES.index("frog")]
-        expected = np.clip(img.astype(np.int16) + _read_stretch(pattern, 100, 75), 0, 255)
+        expected = np.clip(img.astype(np.int16) + _nearest(pattern, 100, 75), 0, 255)
         np.testing.assert_array_equal(out, expected)
         measured = int(np.abs(out.astype(np.int16) - img.astype(np.int16)).max())
         assert f"max|δ|={measured}/255" in text and measured <= 8 and "class: frog" in text
@@ -543,10 +668,6 @@ def test_gradio_client_protects_with_a_noise_bank(app_url, catalogue, tmp_path):
             client.predict(client_mod.handle_file(str(upload)), "em", "unicorn", 8, api_name="/protect")
     finally:
         client.close()
-
-
-def _read_stretch(pattern: np.ndarray, h: int, w: int) -> np.ndarray:
-    return pattern.astype(np.int16)[(np.arange(h) * pattern.shape[0]) // h][:, (np.arange(w) * pattern.shape[1]) // w]
 
 
 def test_screenshot_is_committed_beside_the_space():
