@@ -186,29 +186,41 @@ def working_rgb(arr: np.ndarray, size: tuple[int, int] | None = None) -> np.ndar
 
 def fit_steps(delta: np.ndarray, shape: tuple, k: int) -> np.ndarray:
     """Noise in pixel units (HxWx3 at the working size, float) as whole uint8 steps for an image of `shape`
-    (h, w, C): resized to the image's own size by nearest neighbour (each working pixel becomes a block: the
-    pattern keeps its full strength, where bilinear interpolation averages neighbouring signs away, 35 % of it on
-    sign-like noise), averaged over colour for gray images, rounded and kept within +-k steps. int16 h x w x C'
-    (C' = 1 or 3)."""
-    h, w, c = shape
-    d = np.asarray(delta, dtype=np.float32)
-    if tuple(d.shape[:2]) != (h, w):
-        import torch
+    (h, w, C): averaged over colour for gray images, rounded and kept within +-k steps at the working size, then
+    resized to the image's own size by nearest neighbour (each working pixel becomes a block: the pattern keeps its
+    full strength, where bilinear interpolation averages neighbouring signs away, 35 % of it on sign-like noise).
+    int16 h x w x C' (C' = 1 or 3)."""
+    d = np.asarray(delta)
+    if shape[2] <= 2 and d.shape[2] != 1:
+        d = d.astype(np.float64).mean(axis=2, keepdims=True)
+    steps = np.clip(np.rint(d.astype(np.float64) * 255.0), -k, k).astype(np.int16)
+    return resize_steps(steps, shape)
 
-        t = torch.from_numpy(np.ascontiguousarray(d)).permute(2, 0, 1)[None]
-        d = torch.nn.functional.interpolate(t, size=(h, w), mode="nearest-exact")[0]
-        d = d.permute(1, 2, 0).numpy()
-    if c <= 2 and d.shape[2] != 1:
-        d = d.mean(axis=2, keepdims=True)
-    steps = np.rint(d.astype(np.float64) * 255.0) if d.dtype != np.float64 else np.rint(d * 255.0)
-    return np.clip(steps, -k, k).astype(np.int16)
+
+def resize_steps(steps: np.ndarray, shape: tuple) -> np.ndarray:
+    """Whole steps (int, h0 x w0 x C) for an image of `shape` (h, w, C'): gray images take the rounded colour
+    average, and the steps are resized by nearest neighbour (index arrays: no float copy of a large image)."""
+    h, w, c = shape
+    if c <= 2 and steps.shape[2] != 1:
+        steps = np.rint(steps.astype(np.float64).mean(axis=2, keepdims=True))
+    steps = steps.astype(np.int16, copy=False)
+    h0, w0 = steps.shape[:2]
+    if (h0, w0) == (h, w):
+        return steps
+    # the source pixel whose centre is nearest: torch's "nearest-exact", floor((i + 0.5) * h0 / h)
+    rows = np.minimum(((np.arange(h) + 0.5) * (h0 / h)).astype(np.int64), h0 - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * (w0 / w)).astype(np.int64), w0 - 1)
+    return steps[rows][:, cols]
 
 
 def add_steps(image: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """The image with whole steps added to its colour channels (clipped to [0, 255]); alpha kept as it is."""
     out = image.copy()
     c = colour_channels(image)
-    out[:, :, :c] = np.clip(image[:, :, :c].astype(np.int16) + steps, 0, 255).astype(np.uint8)
+    moved = image[:, :, :c].astype(np.int16)
+    moved += steps
+    np.clip(moved, 0, 255, out=moved)
+    out[:, :, :c] = moved
     return out
 
 

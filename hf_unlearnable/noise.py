@@ -165,15 +165,21 @@ class Noise:
         """The noise of each row as whole steps at that row's own size and channels (`shapes`: (h, w, C)): by label
         (class-wise; labels already mapped onto the noise's classes) or by row id (sample-wise); errors name the
         row."""
-        from ._images import colour_channels, fit_steps
+        from ._images import resize_steps
+
+        return [resize_steps(p, shape) for p, shape in zip(self.patterns_for(labels, ids, len(shapes), indices),
+                                                           shapes)]
+
+    def patterns_for(self, labels: np.ndarray | None, ids: Sequence[str], n: int,
+                     indices: Sequence[int] | None = None) -> list[np.ndarray]:
+        """The stored pattern (whole steps at the crafted size) of each of `n` rows; errors name the row."""
 
         def where(i: int) -> str:
             return f"row {int(indices[i])}" if indices is not None else f"row {i} of this batch"
 
-        k = epsilon_levels(self.epsilon)
         empty = set(self.config.stats.get("empty_patterns", ()))
         out = []
-        for i, shape in enumerate(shapes):
+        for i in range(n):
             if self.kind == "classwise":
                 y = int(labels[i])
                 if not 0 <= y < len(self.steps):
@@ -194,11 +200,7 @@ class Noise:
                         "(the 'id' column, else a hash of the original pixels): apply it to the same, unmodified "
                         "images it was crafted on, or craft noise for this dataset.")
                 st = self.steps[j]
-            h, w, c = shape
-            if (h, w) == tuple(st.shape[:2]) and colour_channels(np.empty((1, 1, c))) == st.shape[2]:
-                out.append(st)          # crafted at this very size: the stored steps, exactly
-            else:
-                out.append(fit_steps(st.astype(np.float32) / 255.0, (h, w, c), k))
+            out.append(st)
         return out
 
     # -- persistence --------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ config + safetensors bytes), so datasets computes the same fingerprint for the s
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Sequence
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from ._data import LABEL_NAMES, check_labels, find_batch_columns, real_class_names, row_ids
 from ._images import (add_steps, check_epsilon, check_resolution, colour_channels, decode_images, encode_png,
-                      epsilon_levels, fit_steps, group_by_shape, open_image_cell, working_rgb)
+                      epsilon_levels, fit_steps, group_by_shape, open_image_cell, resize_steps, working_rgb)
 from .errors import ProtectionError
 from .methods import get_method
 from .noise import Noise
@@ -144,28 +145,36 @@ class ProtectTransform:
                 size = noise.resolution
                 labels = assign(np.stack([working_rgb(a, size) for a in images]), noise.centroids,
                                 (noise.config.clustering or {}).get("surrogate"))
-            steps = noise.steps_for(labels, ids, [a.shape for a in images], indices)
+            # stored patterns at the crafted size; each is brought to its image's size only when it is applied
+            small = noise.patterns_for(labels, ids, len(images), indices)
+            fit = resize_steps
         else:
             _torch_after_fork()
-            steps = self._method_steps(method, images, labels, ids, k, agnostic)
-        out = [add_steps(img, st) for img, st in zip(images, steps)]
-        for i, (img, new) in enumerate(zip(images, out)):
+            small = self._method_deltas(method, images, labels, ids, agnostic)
+            fit = functools.partial(fit_steps, k=k)
+        out = []
+        for i, img in enumerate(images):
+            # one image's full-size steps at a time: memory stays near the decoded images themselves
+            new = add_steps(img, fit(small[i], img.shape))
             # The contract, checked on every row rather than trusted: within epsilon after quantisation, alpha kept.
             c = colour_channels(img)
-            if np.abs(new.astype(np.int16) - img.astype(np.int16)).max() > k or \
-                    not np.array_equal(new[:, :, c:], img[:, :, c:]):
+            diff = new.astype(np.int16)
+            diff -= img
+            np.abs(diff, out=diff)
+            if diff.max() > k or diff[:, :, c:].any():
                 raise RuntimeError("internal error: a protected image exceeds its epsilon budget")
-            if np.array_equal(new, img):
+            if not diff.any():
                 where = f"row {int(indices[i])}" if indices is not None else f"row {i} of this batch"
                 raise ProtectionError(
                     f"column {img_col!r}, {where}: the noise leaves this image unchanged (it rounds to zero, or every "
                     "pixel it would move is already at 0 or 255), so it would be released unprotected. Use a larger "
                     "epsilon or another method for it, or leave the row out.")
-        return {img_col: [encode_png(a) for a in out]}
+            out.append(encode_png(new))      # PNG bytes, not the decoded copy, are what the batch keeps
+        return {img_col: out}
 
-    def _method_steps(self, method, images: list, labels, ids: list, k: int, agnostic: bool) -> list:
-        """The method's noise for every row, as whole steps at the row's own size: methods that run a network work
-        at the working resolution (one batch of equal-size RGB images); the others at each image's own size."""
+    def _method_deltas(self, method, images: list, labels, ids: list, agnostic: bool) -> list:
+        """The method's noise for every row, in pixel units: methods that run a network work at the working
+        resolution (one batch of equal-size RGB images); the others at each image's own size."""
         out: list[Any] = [None] * len(images)
         if not method.uses_resolution:
             sized = [working_rgb(a) for a in images]
@@ -181,7 +190,7 @@ class ProtectTransform:
                 lab = method.pseudo_labels(stack)
             delta = method.perturb(stack, lab, [ids[i] for i in pos])
             for j, i in enumerate(pos):
-                out[i] = fit_steps(delta[j], images[i].shape, k)
+                out[i] = delta[j]
         return out
 
 
