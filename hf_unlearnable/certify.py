@@ -175,18 +175,26 @@ def _train_theta_hat(P, victim: Any, epochs: int | None, seed: int, progress: bo
     return model, cfg
 
 
+def _working_size(resolution: Any) -> tuple[int, int]:
+    from ._images import DEFAULT_RESOLUTION, check_resolution
+
+    return check_resolution(resolution) or (DEFAULT_RESOLUTION, DEFAULT_RESOLUTION)
+
+
 def certify(protected: Any, test: Any, *, q: float = 0.9, sigma: float = 0.25, n: int = 1000,
             confidence: float = 0.99, etas: Sequence[float] | None = None, model: nn.Module | None = None,
             seed: int = 0, victim: Any = None, epochs: int | None = None, image_column: str | None = None,
-            label_column: str | None = None, progress: bool = True) -> Certificate:
-    """Certify the (q, eta)-learnability of protected data (see the module docstring)."""
+            label_column: str | None = None, progress: bool = True,
+            resolution: int | tuple[int, int] | None = None) -> Certificate:
+    """Certify the (q, eta)-learnability of protected data (see the module docstring). Images of any size are
+    resized to `resolution` (default 32), as in `evaluate`."""
     etas = DEFAULT_ETAS if etas is None else _etas(etas)
     _check(q, sigma, n, confidence, etas)
     if model is not None and not isinstance(model, nn.Module):
         raise ProtectionError(f"model={model!r} must be a trained torch.nn.Module (theta-hat), or None to train one "
                               "on the protected data (victim= names the architecture).")
     t0 = time.perf_counter()
-    kw = dict(image_column=image_column, label_column=label_column)
+    kw = dict(image_column=image_column, label_column=label_column, resolution=_working_size(resolution))
     T = load_labelled(test, desc="Reading test", **kw)
     victim_info: dict = {"given": type(model).__name__} if model is not None else {}
     n_train = None
@@ -228,9 +236,11 @@ def project_to_sphere(params: Sequence[torch.Tensor], anchor: Sequence[torch.Ten
 
 def recover(model: nn.Module, clean: Any, test: Any, *, etas: Sequence[float] = DEFAULT_RECOVERY_ETAS,
             epochs: int = 10, lr: float = 0.01, batch_size: int = 128, seed: int = 0,
-            image_column: str | None = None, label_column: str | None = None, progress: bool = True) -> dict:
+            image_column: str | None = None, label_column: str | None = None, progress: bool = True,
+            resolution: int | tuple[int, int] | None = None) -> dict:
     """Weight-recovery attack: fine-tune a copy of `model` (theta-hat) on `clean` for each eta, projected onto the
-    eta-sphere around theta-hat after every step; returns {"base_accuracy", "curve": [{eta, test_accuracy}]}."""
+    eta-sphere around theta-hat after every step; returns {"base_accuracy", "curve": [{eta, test_accuracy}]}.
+    Images of any size are resized to `resolution` (default 32)."""
     etas = _etas(etas, positive=True)
     for name, value, least in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
@@ -239,7 +249,7 @@ def recover(model: nn.Module, clean: Any, test: Any, *, etas: Sequence[float] = 
         raise ProtectionError(f"model={model!r} must be the trained torch.nn.Module to recover from (theta-hat).")
     if not _number("lr", lr) > 0:
         raise ProtectionError(f"lr={lr!r} must be positive.")
-    kw = dict(image_column=image_column, label_column=label_column)
+    kw = dict(image_column=image_column, label_column=label_column, resolution=_working_size(resolution))
     C = load_labelled(clean, desc="Reading clean", **kw)
     T = load_labelled(test, desc="Reading test", **kw)
     check_same_task(C, T)

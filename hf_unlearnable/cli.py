@@ -732,6 +732,8 @@ def _add_theta_hat_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, metavar="FILE", help="also write the result as JSON. Default: no.")
     p.add_argument("--image-column", default=None, help="image column of every dataset. Default: detected.")
     p.add_argument("--label-column", default=None, help="label column of every dataset. Default: detected.")
+    p.add_argument("--resolution", type=_positive_int, default=32, metavar="N",
+                   help="train and test at N x N: every image (any size) is resized to it. Default: 32.")
     _add_verbosity(p)
 
 
@@ -763,7 +765,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
     cert = certify(load_source(args.protected, args.protected_split), load_source(args.test, args.test_split),
                    q=args.q, sigma=args.sigma, n=args.n, confidence=args.confidence, etas=args.etas,
                    seed=args.seed, victim=args.victim, epochs=args.epochs, image_column=args.image_column,
-                   label_column=args.label_column, progress=args.quiet == 0)
+                   label_column=args.label_column, progress=args.quiet == 0, resolution=args.resolution)
     print(cert.to_markdown())
     if args.json:
         write_text_atomic(args.json, json.dumps(cert.to_dict(), indent=2))
@@ -793,15 +795,18 @@ def _add_recover(sub) -> None:
 
 def cmd_recover(args: argparse.Namespace) -> int:
     from ._data import load_labelled
+    from ._images import check_resolution
     from .certify import _train_theta_hat, recover
 
     check_file_outputs(json=args.json)
     cols = dict(image_column=args.image_column, label_column=args.label_column)
-    protected = load_labelled(load_source(args.protected, args.protected_split), desc="Reading protected", **cols)
+    size = check_resolution(args.resolution)
+    protected = load_labelled(load_source(args.protected, args.protected_split), desc="Reading protected",
+                              resolution=size, **cols)
     model, _ = _train_theta_hat(protected, args.victim, args.epochs, args.seed, args.quiet == 0)
     res = recover(model, load_source(args.clean, args.clean_split), load_source(args.test, args.test_split),
                   etas=args.etas, epochs=args.recover_epochs, lr=args.lr, seed=args.seed,
-                  progress=args.quiet == 0, **cols)
+                  progress=args.quiet == 0, resolution=size, **cols)
     print(f"theta-hat test accuracy: {100 * res['base_accuracy']:.2f} %\n\n| eta | test accuracy after recovery |\n|---|---|")
     for point in res["curve"]:
         print(f"| {point['eta']:g} | {100 * point['test_accuracy']:.2f} % |")
