@@ -3,7 +3,7 @@ victim architecture the library's tests never train?
 
 2,000 class-balanced CIFAR-10 train rows outside the bundled slice and the mixing benchmark's rows (the 4200th to
 4399th of each class), crafted with `craft(ds, "em", mode=..., **options)` and applied with `protect(noise=...)`.
-Victims: ResNet-18 at width 32 (the tests train the ConvNet and ResNet-18 at width 8/64 only), 30 epochs, seed 0,
+Victims: ResNet-18 at width 16 (the tests train ConvNet victims only), 30 epochs, seed 0,
 at the default working resolution. `--split val` scores them on 1,000 other train rows (4400th to 4499th of each
 class), where the defaults are chosen; `--split test` on 2,000 class-balanced rows of the test split.
 
@@ -32,6 +32,7 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     "em-classwise-all-rows": ("classwise", {"subset": 1.0}),
     "em-classwise-all-rows-20": ("classwise", {"subset": 1.0, "min_iters": 20}),
     "em-classwise-resnet": ("classwise", {"surrogate_arch": "resnet18", "surrogate_width": 16}),
+    "em-classwise-demo": ("classwise", {"batch_size": 64, "min_iters": 20, "max_iters": 20}),
     "em-samplewise-20": ("samplewise", {"min_iters": 20}),
     "em-samplewise-resnet": ("samplewise", {"surrogate_arch": "resnet18", "surrogate_width": 16}),
 }
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10"))
     ap.add_argument("--split", choices=("val", "test"), default="val")
     ap.add_argument("--candidates", nargs="+", choices=sorted(CANDIDATES), default=["em-classwise", "em-samplewise"])
-    ap.add_argument("--victim", default="resnet18:32", help="ARCH[:WIDTH] (default resnet18:32)")
+    ap.add_argument("--victim", default="resnet18:16", help="ARCH[:WIDTH] (default resnet18:16)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--work", default=str(ROOT / "runs" / "smalldata"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))

@@ -207,9 +207,9 @@ def resize_steps(steps: np.ndarray, shape: tuple) -> np.ndarray:
     h0, w0 = steps.shape[:2]
     if (h0, w0) == (h, w):
         return steps
-    # the source pixel whose centre is nearest: torch's "nearest-exact", floor((i + 0.5) * h0 / h)
-    rows = np.minimum(((np.arange(h) + 0.5) * (h0 / h)).astype(np.int64), h0 - 1)
-    cols = np.minimum(((np.arange(w) + 0.5) * (w0 / w)).astype(np.int64), w0 - 1)
+    # the source pixel whose centre is nearest: floor((i + 0.5) * h0 / h) ("nearest-exact"), in exact integers
+    rows = (2 * np.arange(h, dtype=np.int64) + 1) * h0 // (2 * h)
+    cols = (2 * np.arange(w, dtype=np.int64) + 1) * w0 // (2 * w)
     return steps[rows][:, cols]
 
 

@@ -188,3 +188,26 @@ def test_per_batch_em_seed_changes_the_bytes(tiny_ds, batch_options):
     a, b, c = (tiny_ds.map(protect(method="em", seed=s, **batch_options("em")), batched=True) for s in (0, 1, 0))
     assert stored_arrays(a)[0].tobytes() != stored_arrays(b)[0].tobytes()
     assert all(np.array_equal(x, y) for x, y in zip(stored_arrays(a), stored_arrays(c)))
+
+
+def test_resize_steps_is_nearest_neighbour_on_whole_steps():
+    import torch
+
+    from hf_unlearnable._images import fit_steps, resize_steps
+
+    rng = np.random.default_rng(0)
+    steps = rng.integers(-8, 9, (32, 32, 3)).astype(np.int16)
+    assert np.array_equal(resize_steps(steps, (96, 64, 3)), steps.repeat(3, 0).repeat(2, 1))   # whole blocks
+    for shape in [(32, 32, 3), (97, 45, 3), (20, 28, 3), (3000, 2000, 3)]:
+        out = resize_steps(steps, shape)
+        ref = torch.nn.functional.interpolate(torch.from_numpy(steps).permute(2, 0, 1)[None].float(),
+                                              size=shape[:2], mode="nearest-exact")[0].permute(1, 2, 0).numpy()
+        assert out.dtype == np.int16 and out.shape == shape
+        assert (out == ref).mean() > 0.97      # torch's float scale rounds a few boundaries the other way
+    gray = resize_steps(steps, (40, 40, 1))
+    assert gray.shape == (40, 40, 1) and np.abs(gray).max() <= 8
+    # float noise: gray takes the colour mean before rounding; budget clipped to k
+    delta = rng.uniform(-20 / 255, 20 / 255, (16, 16, 3))
+    assert np.abs(fit_steps(delta, (50, 50, 3), 8)).max() == 8
+    assert np.array_equal(fit_steps(delta, (16, 16, 2), 8)[..., 0],
+                          np.clip(np.rint(delta.mean(2) * 255), -8, 8).astype(np.int16))
