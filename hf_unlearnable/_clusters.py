@@ -63,11 +63,20 @@ def kmeans(z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         if np.array_equal(new, labels):
             break
         labels = new
+        far = ((zz - c[labels]) ** 2).sum(1)
         for j in range(k):
             members = zz[labels == j]
-            # an emptied cluster restarts at the point farthest from its centre, so every cluster keeps rows
-            c[j] = members.mean(0) if len(members) else zz[np.argmax(((zz - c[labels]) ** 2).sum(1))]
-    return nearest(zz, c), c.astype(np.float32)
+            if len(members):
+                c[j] = members.mean(0)
+            else:   # an emptied cluster restarts at the point farthest from its centre, one distinct point each
+                i = int(np.argmax(far))
+                c[j], far[i] = zz[i], -1.0
+    labels = nearest(zz, c)
+    counts = np.bincount(labels, minlength=k)
+    if (counts == 0).any():     # duplicate points: fewer distinct images than clusters
+        raise ProtectionError(f"clusters={k}: only {int((counts > 0).sum())} distinct groups of images were found; "
+                              "use fewer clusters.")
+    return labels, c.astype(np.float32)
 
 
 def nearest(z: np.ndarray, centroids: np.ndarray) -> np.ndarray:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from ._data import find_label_column, load_labelled
+from ._data import LABEL_NAMES, find_label_column, load_labelled
 from ._images import check_resolution
 from .errors import ProtectionError
 from .methods import get_method
 from .noise import Noise
+
+logger = logging.getLogger(__name__)
 
 
 def craft(dataset: Any, method: str, *, epsilon: float = 8 / 255, seed: int = 0, checkpoint_dir: str | None = None,
@@ -42,6 +45,9 @@ def craft(dataset: Any, method: str, *, epsilon: float = 8 / 255, seed: int = 0,
         agnostic = find_label_column(dataset, image_column) is None
     if clusters is not None:
         check_clusters(clusters)
+        if not cls.uses_labels:
+            raise ProtectionError(f"clusters= gives pseudo-classes to methods that need classes; {method!r} uses no "
+                                  "labels. Drop clusters=.")
         if not agnostic:
             raise ProtectionError("clusters= applies to data without labels, but this dataset has a label column; "
                                   "remove it (ds.remove_columns(...)) to craft label-agnostic noise, or drop "
@@ -52,6 +58,9 @@ def craft(dataset: Any, method: str, *, epsilon: float = 8 / 255, seed: int = 0,
                          resolution=size)
     if not agnostic:
         return cls(cfg).craft(data, checkpoint_dir=checkpoint_dir)
+    logger.warning("no label column among %s (looked for a ClassLabel column or one of %s): crafting against %d "
+                   "pseudo-classes (clusters of the surrogate's features); pass label_column= if one of them holds "
+                   "the labels", dataset.column_names, list(LABEL_NAMES), clusters or DEFAULT_CLUSTERS)
     data, record, centroids = pseudo_label(data, clusters or DEFAULT_CLUSTERS, cfg.seed)
     noise = cls(cfg).craft(data, checkpoint_dir=checkpoint_dir)
     noise.config.clustering = record

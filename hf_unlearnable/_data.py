@@ -192,8 +192,8 @@ def row_ids(batch: dict, images: Sequence[np.ndarray], id_column: str | None,
     """Stable ids: the id column when present, else a content hash of the original pixels. With `check` (where the
     ids key or seed the noise), an id column's ids must be present and unique within the batch."""
     col = id_column if id_column is not None else (ID_COLUMN if ID_COLUMN in batch else None)
-    if col is None:
-        return [row_id(a) for a in images]
+    if col is None:      # `images` may hold their row_id hashes already (decoded one at a time, then dropped)
+        return [a if isinstance(a, str) else row_id(a) for a in images]
     if col not in batch:
         raise ProtectionError(f"id_column={col!r} is not a column; the columns are {list(batch)}.")
     ids = [str(v) for v in batch[col]]
@@ -264,17 +264,20 @@ def load_labelled(dataset: Any, *, image_column: str | None = None, label_column
     ids: list[str] = []
     sizes: set = set()
     n = len(raw)
-    step = 1000
-    for start in tqdm(range(0, n, step), desc=desc, unit="batch", disable=n <= step or not progress_bars(),
+    step = 128      # rows of encoded bytes read at a time (photos: a few MB each)
+    for start in tqdm(range(0, n, step), desc=desc, unit="batch", disable=n <= 8 * step or not progress_bars(),
                       leave=False):
         batch = raw[start:start + step]
         idx = list(range(start, min(start + step, n)))
-        imgs = [decode_image(v, image_column, i, idx) for i, v in enumerate(batch[image_column])]
+        hashes = []
+        for i, v in enumerate(batch[image_column]):   # one full-size image at a time: memory stays at the working size
+            a = decode_image(v, image_column, i, idx)
+            hashes.append(row_id(a))
+            sizes.add(a.shape[:2])
+            images.append(working_rgb(a, resolution))
         if label_column is not None:
             labels.append(check_labels(batch[label_column], label_column, num_classes, idx))
-        ids.extend(row_ids(batch, imgs, id_column, idx, check=check_ids))   # ids of the original pixels
-        images.extend(working_rgb(a, resolution) for a in imgs)
-        sizes.update(a.shape[:2] for a in imgs)
+        ids.extend(row_ids(batch, hashes, id_column, idx, check=check_ids))   # ids of the original pixels
     id_col = id_column or (ID_COLUMN if ID_COLUMN in dataset.column_names else None)
     if check_ids and id_col is not None:
         check_unique_ids(ids, id_col, range(len(ids)))    # across chunks (row_ids checked each chunk)

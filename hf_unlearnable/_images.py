@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 
 from .errors import ProtectionError
 
@@ -74,6 +75,7 @@ def open_image_cell(value: dict, column: str, position: int, indices: Sequence[i
     return img
 
 
+_EXIF_ORIENTATION = 0x0112
 # Modes protected as they are: the noise goes on the colour (or gray) channels, alpha is kept byte for byte.
 CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 MODE_OF_CHANNELS = {c: m for m, c in CHANNELS.items()}
@@ -116,6 +118,10 @@ def decode_image(value: Any, column: str, position: int, indices: Sequence[int] 
             "(ds.cast_column(..., datasets.Image()))."
         )
     if img is not None:
+        if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+            # a photo stored sideways with an orientation tag: protect (and release) it as it is shown, since the
+            # PNG written back has no tag to turn it
+            img = PIL.ImageOps.exif_transpose(img)
         if img.mode not in CHANNELS:
             advice = _MODE_ADVICE.get(img.mode, "convert it to 'RGB', 'RGBA', 'L' or 'LA' first").format(col=column)
             raise ProtectionError(f"{where}: image mode {img.mode!r} cannot be protected as it is: {advice}.")

@@ -259,7 +259,7 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
                                 f"{row['defence']}) sits at chance level ({100 * row['test_accuracy']:.1f} % for "
                                 f"{num_classes} classes): it learns nothing here, so the protected rows beside it "
                                 "prove nothing. Train longer (epochs=), on more rows, or at another resolution=.")
-    if not any(r["train_set"] in ("clean", "clean-only control") for r in rows):
+    if C is None and not any(r["train_set"] in ("clean", "clean-only control") for r in rows):
         warnings.append("no victim trained on clean data (pass clean=): whether this victim can learn the task at "
                         "all is not measured.")
     env = {"device": str(device()), "torch": torch.__version__, "hf_unlearnable": __version__,

@@ -72,7 +72,10 @@ def _provenance(transform, noise, method, epsilon, seed) -> _Provenance:
         if transform.noise is not None:
             prov = _provenance(None, transform.noise, None, None, None)
             if transform.class_map is not None:     # the user's classes mapped onto the bank's: on the card
-                prov.noise["class_map"] = transform.class_map
+                cm = transform.class_map
+                prov.noise["class_map"] = cm if isinstance(cm, str) else {   # names and label indices apart (JSON)
+                    "by_name": {k: v for k, v in cm.items() if isinstance(k, str)},
+                    "by_label_index": {str(k): v for k, v in cm.items() if not isinstance(k, str)}}
             return prov
         else:
             opts = {k: v for k, v in (transform._method_state or {}).items() if k not in ("epsilon", "seed")}

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._data import LABEL_NAMES, check_labels, find_batch_columns, real_class_names, row_ids
+from ._classmap import batch_label_column, check_class_map, map_labels
+from ._data import check_labels, find_batch_columns, real_class_names, row_ids
 from ._images import (add_steps, check_epsilon, check_resolution, colour_channels, decode_images, encode_png,
                       epsilon_levels, fit_steps, group_by_shape, open_image_cell, resize_steps, working_rgb)
 from .errors import ProtectionError
@@ -54,11 +55,13 @@ class ProtectTransform:
                  resolution: Any = None, class_map: Any = None):
         if (method is None) == (noise is None):
             raise ProtectionError("pass exactly one of method='...' (e.g. 'em', 'random') or noise=<Noise>.")
+        if noise is not None and not isinstance(noise, Noise):
+            raise ProtectionError(f"noise= must be a Noise (see load_noise), got {type(noise).__name__}.")
         self.resolution = check_resolution(resolution)
         if self.resolution is not None and noise is not None:
             raise ProtectionError("resolution= applies to method=; noise= is applied at each image's own size from "
                                   f"the size it was crafted at ({noise.resolution[0]}x{noise.resolution[1]}).")
-        self.class_map = _check_class_map(class_map, noise)
+        self.class_map = check_class_map(class_map, noise)
         self.image_column = image_column
         self.label_column = label_column
         self.id_column = id_column
@@ -86,6 +89,9 @@ class ProtectTransform:
             self.seed = cfg.seed
             self._method_state = _freeze_options(cfg)
             self._method = cls(cfg)  # built now so bad options fail here, not inside map()
+            if self.resolution is not None and not cls.uses_resolution:
+                raise ProtectionError(f"resolution= applies to methods that run a network; {method!r} draws its noise "
+                                      "at each image's own size. Drop resolution=.")
 
     # -- pickling: configuration only (datasets hashes this for its cache fingerprint) --------------------------
     def __getstate__(self) -> dict:
@@ -111,13 +117,14 @@ class ProtectTransform:
         if not hasattr(batch, "keys"):   # Dataset.map(..., input_columns=[...]) passes the columns' values instead
             raise ProtectionError("protect() needs whole batches (a dict of columns): drop input_columns= from "
                                   "Dataset.map, and name the columns with image_column= / label_column= instead.")
+        _torch_after_fork()      # before any torch call in a forked map worker (methods, cluster assignment)
         method = self._get_method() if self.noise is None else None
         noise = self.noise
         need_label = ((noise is not None and noise.kind == "classwise" and noise.centroids is None)
                       or bool(method and method.uses_labels))
         img_col, lab_col = find_batch_columns(batch, self.image_column, self.label_column, False)
         if need_label and lab_col is None:
-            lab_col = _batch_label_column(batch, img_col)
+            lab_col = batch_label_column(batch, img_col)
             if lab_col is None and noise is not None:     # class-wise noise by label: no silent fallback
                 find_batch_columns(batch, img_col, None, True)
         agnostic = method is not None and method.uses_labels and lab_col is None   # pseudo-classes per batch
@@ -133,7 +140,7 @@ class ProtectTransform:
                 else (len(noise) if noise is not None else getattr(method, "num_classes", None))
             labels = check_labels(batch[lab_col], lab_col, num_classes, indices)
             if self.class_map is not None:
-                labels = _map_labels(self.class_map, labels, noise, batch, lab_col, indices)
+                labels = map_labels(self.class_map, labels, noise, batch, lab_col, indices)
         # ids key sample-wise noise and seed per-batch noise; class-wise noise goes by label
         ids = row_ids(batch, images, self.id_column, indices,
                       check=noise is None or noise.kind == "samplewise")
@@ -149,7 +156,6 @@ class ProtectTransform:
             small = noise.patterns_for(labels, ids, len(images), indices)
             fit = resize_steps
         else:
-            _torch_after_fork()
             small = self._method_deltas(method, images, labels, ids, agnostic)
             fit = functools.partial(fit_steps, k=k)
         out = []
@@ -283,71 +289,3 @@ def _check_class_names(noise, batch, label_column: str) -> None:
                               f"crafted for {ours}: a row would get another class's pattern. Reorder the labels "
                               "(ds.align_labels_with_mapping(...)), map them explicitly with class_map= (e.g. "
                               "class_map='index'), or craft noise for this dataset.")
-
-
-def _batch_label_column(batch, image_column: str) -> str | None:
-    """The batch's label column, or None when it has none (several candidates: a ProtectionError)."""
-    features = getattr(getattr(batch, "formatter", None), "features", None)
-    cols = [c for c in batch if c != image_column]
-    class_cols = [c for c in cols if features is not None and type(features.get(c)).__name__ == "ClassLabel"]
-    named = [c for c in cols if c in LABEL_NAMES]
-    if not class_cols and not named:
-        return None
-    return find_batch_columns(batch, image_column, None, True)[1]
-
-
-def _check_class_map(class_map: Any, noise: Noise | None) -> Any:
-    if class_map is None:
-        return None
-    if noise is None or noise.kind != "classwise" or noise.centroids is not None:
-        raise ProtectionError("class_map= maps a dataset's classes onto class-wise noise by label: pass it with "
-                              "noise=<class-wise Noise>.")
-    if isinstance(class_map, str):
-        if class_map != "index":
-            raise ProtectionError(f"class_map={class_map!r}: pass 'index' (your class k gets pattern k) or a dict "
-                                  "{your class: noise class}.")
-        return class_map
-    if not isinstance(class_map, dict) or not class_map:
-        raise ProtectionError(f"class_map={class_map!r}: pass 'index' or a non-empty dict {{your class: noise class}}.")
-    names = noise.config.class_names or []
-    out = {}
-    for key, value in class_map.items():
-        if isinstance(value, str):
-            if value not in names:
-                raise ProtectionError(f"class_map[{key!r}] = {value!r} is not a class of this noise ({names}).")
-            value = names.index(value)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < len(noise):
-            raise ProtectionError(f"class_map[{key!r}] = {value!r} must be a class of this noise: a name of "
-                                  f"{names} or an index below {len(noise)}.")
-        if isinstance(key, bool) or not isinstance(key, (str, int, np.integer)):
-            raise ProtectionError(f"class_map key {key!r} must be a class name or label index of your dataset.")
-        out[key if isinstance(key, str) else int(key)] = int(value)
-    return out
-
-
-def _map_labels(class_map, labels: np.ndarray, noise: Noise, batch, label_column: str, indices) -> np.ndarray:
-    """The noise class of each row's label under the user's explicit class_map."""
-    def where(i: int) -> str:
-        return f"row {int(indices[i])}" if indices is not None else f"row {i} of this batch"
-
-    if class_map == "index":
-        bad = np.flatnonzero(labels >= len(noise))
-        if len(bad):
-            raise ProtectionError(f"column {label_column!r}, {where(int(bad[0]))}: label {int(labels[bad[0]])} has no "
-                                  f"pattern: this noise has {len(noise)} classes, so class_map='index' covers labels "
-                                  f"0-{len(noise) - 1}. Map your classes with a dict, or use a bank with more classes.")
-        return labels
-    features = getattr(getattr(batch, "formatter", None), "features", None)
-    names = getattr(features.get(label_column), "names", None) if features is not None else None
-    out = np.empty_like(labels)
-    for i, y in enumerate(labels):
-        y = int(y)
-        name = names[y] if names is not None and y < len(names) else None
-        if name is not None and name in class_map:
-            out[i] = class_map[name]
-        elif y in class_map:
-            out[i] = class_map[y]
-        else:
-            raise ProtectionError(f"column {label_column!r}, {where(i)}: class {name or y!r} is not in class_map; map "
-                                  "every class of the dataset (its name or its label index) onto a noise class.")
-    return out

@@ -211,3 +211,40 @@ def test_resize_steps_is_nearest_neighbour_on_whole_steps():
     assert np.abs(fit_steps(delta, (50, 50, 3), 8)).max() == 8
     assert np.array_equal(fit_steps(delta, (16, 16, 2), 8)[..., 0],
                           np.clip(np.rint(delta.mean(2) * 255), -8, 8).astype(np.int16))
+
+
+def test_a_sideways_phone_photo_is_protected_as_it_is_shown():
+    import io
+
+    import PIL.Image
+
+    rng = np.random.default_rng(1)
+    arr = rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)        # stored 50 wide, 30 high
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6                                                 # "rotate 90 CW to display"
+    buf = io.BytesIO()
+    PIL.Image.fromarray(arr).save(buf, format="JPEG", quality=95, exif=exif)
+    shown = PIL.ImageOps.exif_transpose(PIL.Image.open(io.BytesIO(buf.getvalue())))
+    ds = build_dataset([{"bytes": buf.getvalue(), "path": None}] + tiny_images(3))
+    out = stored_arrays(ds.map(protect(method="random"), batched=True))
+    assert out[0].shape == (50, 30, 3)                               # as displayed: 30 wide, 50 high
+    assert 0 < np.abs(out[0].astype(np.int16) - np.asarray(shown)).max() <= 8
+
+
+def test_random_refuses_a_resolution_and_clusters_need_a_method_with_classes(tiny_ds):
+    with pytest.raises(ProtectionError, match="resolution= applies to methods that run a network"):
+        protect(method="random", resolution=64)
+    with pytest.raises(ProtectionError, match="'random' uses no labels"):
+        craft(tiny_ds.remove_columns("label"), "random", clusters=3)
+    with pytest.raises(ProtectionError, match="noise= must be a Noise"):
+        protect(noise="me/noise", class_map="index")
+
+
+def test_kmeans_keeps_every_cluster_or_says_why():
+    from hf_unlearnable._clusters import kmeans
+
+    z = np.repeat(np.eye(3, dtype=np.float32), 7, 0)
+    with pytest.raises(ProtectionError, match="only 3 distinct groups"):
+        kmeans(z, 5, 0)
+    labels, _ = kmeans(z + np.random.default_rng(0).normal(0, 0.01, z.shape).astype(np.float32), 5, 0)
+    assert (np.bincount(labels, minlength=5) > 0).all()

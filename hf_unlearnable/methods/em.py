@@ -38,7 +38,7 @@ from .base import MethodConfig, SurrogateMethod
 logger = logging.getLogger(__name__)
 
 MODES = ("samplewise", "classwise")
-PGD_PIXELS = 2 ** 21       # image pixels per per-batch PGD chunk (512 images of 32x32, 41 of 224x224)
+PGD_PIXELS = 2 ** 21       # image pixels per per-batch PGD chunk (at most batch_size rows; 41 of 224x224)
 
 
 @dataclass
@@ -295,6 +295,10 @@ class ErrorMinimizing(SurrogateMethod):
         from ..surrogates.nets import build
         from ..training import StepTrainer, autocast, device, memory_format, to_float
 
+        import dataclasses
+
+        # the min-min starts from zero unless asked (random_start=None means off here): recorded as False, as before
+        self.config = dataclasses.replace(self.config, random_start=bool(self.config.random_start))
         cfg = self.config
         images, labels = self._craft_inputs(data)
         self.check_processes(cfg)     # craft() checked already, before reading the data; direct callers here
