@@ -398,3 +398,31 @@ def test_clusters_and_class_map_flags(tiny, tmp_path, capsys):
     assert main(["protect", "--data", str(renamed), "--noise", str(noise_dir), "--class-map", "nope",
                  "--output", str(tmp_path / "p9"), "-q"]) == 2
     assert "index" in capsys.readouterr().err
+
+
+def test_mixed_sizes_and_modes_through_the_command_line(tmp_path):
+    """A folder of images of different sizes and modes: crafted, protected and evaluated from the command line;
+    every image comes back at its own size and mode."""
+    rng = np.random.default_rng(4)
+    cells, shapes = [], []
+    for i in range(12):
+        h, w = int(rng.integers(20, 60)), int(rng.integers(20, 60))
+        mode = ("RGB", "L", "RGBA")[i % 3]
+        arr = rng.integers(0, 256, (h, w, len(mode)), dtype=np.uint8)
+        buf = io.BytesIO()
+        PIL.Image.fromarray(arr[..., 0] if mode == "L" else arr, mode=mode).save(buf, format="PNG")
+        cells.append({"bytes": buf.getvalue(), "path": None})
+        shapes.append(((w, h), mode))
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    src = tmp_path / "mixed"
+    datasets.Dataset.from_dict({"img": cells, "label": [i % 2 for i in range(12)]}, features=features) \
+        .save_to_disk(str(src))
+    noise_dir, out = tmp_path / "noise", tmp_path / "out"
+    assert main(["craft", "--data", str(src), "--method", "em", "--mode", "classwise", *FAST_CRAFT,
+                 "--output", str(noise_dir), "-q"]) == 0
+    assert main(["protect", "--data", str(src), "--noise", str(noise_dir), "--output", str(out), "-q"]) == 0
+    prot = datasets.load_from_disk(str(out)).cast_column("img", datasets.Image(decode=False))
+    for cell, (size, mode) in zip(prot["img"], shapes):
+        img = PIL.Image.open(io.BytesIO(cell["bytes"]))
+        assert (img.size, img.mode) == (size, mode)
+    assert main(["evaluate", "--protected", str(out), "--test", str(src), "--epochs", "1", "-q"]) == 0
