@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,32 +34,19 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     apply_endpoint(args)
 
-    import torch
-
-    from hf_unlearnable.surrogates import DEFAULT_DIR, Surrogate, SurrogateConfig
+    from hf_unlearnable.surrogates import DEFAULT_DIR, Surrogate
 
     if args.from_dir:
         sur = Surrogate.from_pretrained(DEFAULT_DIR if args.from_dir == "default" else args.from_dir)
         sur.config.training.setdefault("dataset_id", SOURCE_ID)
     else:
-        from hf_unlearnable._data import load_labelled
+        from hf_unlearnable import train_surrogate
         from hf_unlearnable.data import load_cifar10
-        from hf_unlearnable.training import TrainConfig, accuracy, fit
 
-        train = load_labelled(balanced_subset(load_cifar10("train", args.data), args.rows, args.seed))
-        test = load_labelled(balanced_subset(load_cifar10("test", args.data), args.test_rows, args.seed))
-        tcfg = TrainConfig(epochs=args.epochs)
-        sur = Surrogate(SurrogateConfig(arch=args.arch, width=args.width, num_classes=train.num_classes,
-                                        class_names=train.class_names, image_size=list(train.images.shape[1:3])))
-        t0 = time.perf_counter()
-        fit(sur.model, torch.from_numpy(train.images).permute(0, 3, 1, 2).contiguous(),
-            torch.from_numpy(train.labels), tcfg, seed=args.seed, desc="surrogate")
-        acc = accuracy(sur.model, torch.from_numpy(test.images).permute(0, 3, 1, 2).contiguous(),
-                       torch.from_numpy(test.labels))
-        sur.config.training = {"data": data_description(args.data, len(train)), "dataset_id": SOURCE_ID,
-                               "train_rows": len(train), "test_rows": len(test), "test_accuracy": round(acc, 4),
-                               "seconds": round(time.perf_counter() - t0, 1), "seed": args.seed, **tcfg.to_dict()}
-        sur.eval()
+        train = balanced_subset(load_cifar10("train", args.data), args.rows, args.seed)
+        test = balanced_subset(load_cifar10("test", args.data), args.test_rows, args.seed)
+        sur = train_surrogate(train, arch=args.arch, width=args.width, epochs=args.epochs, seed=args.seed, test=test)
+        sur.config.training.update({"data": data_description(args.data, len(train)), "dataset_id": SOURCE_ID})
     commit = push(sur, args, f"{sur.config.arch} CIFAR-10 surrogate")
     print(f"published {sur.config.arch} surrogate -> {commit.commit_url}")
     return 0
