@@ -105,7 +105,7 @@ def main(argv=None) -> int:
                     "method_config": noise.config.method_config}
 
         # the defaults may change: their cache key holds the resolved config
-        key = f"{name}-{tag}" + ("-defaults-" + _defaults_key(mode) if not options else "")
+        key = f"{name}-{tag}-shuffled" + ("-defaults-" + _defaults_key(mode) if not options else "")
         rows.append(dict(cached(key, run)))
         print(f"{name}: {100 * rows[-1]['accuracy']:.2f} % ({rows[-1]['craft_seconds']} s)", flush=True)
 
