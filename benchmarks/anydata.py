@@ -240,7 +240,15 @@ def derangement_class_map(names: list[str], seed: int) -> dict[str, int]:
 # Crafting jobs, each in a fresh process
 # ---------------------------------------------------------------------------------------------------------------
 def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024      # Linux: KiB
+    """This process's own peak RSS: VmHWM of /proc/self/status (reset by exec). ru_maxrss is not: Linux carries the
+    parent's RSS at fork over into a spawned child, so every job would report at least the parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024      # elsewhere: KiB, an upper bound
 
 
 def _craft_job(job: dict) -> dict:
