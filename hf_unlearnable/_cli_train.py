@@ -67,10 +67,10 @@ def add_parser(sub) -> None:
     p.add_argument("--token", default=None, help="with --push: Hub write token. Default: $HF_TOKEN or the saved "
                                                  "login.")
     _add_verbosity(p)
-    p.set_defaults(func=cmd_train_surrogate)
 
 
-def cmd_train_surrogate(args: argparse.Namespace) -> int:
+def train_surrogate_command(args: argparse.Namespace) -> list[str]:
+    """Train, save and/or push; returns what the command shows on stdout (the folder written, the commit URL)."""
     from .cli import check_output, load_source
     from .surrogates.train import train_surrogate
 
@@ -91,12 +91,13 @@ def cmd_train_surrogate(args: argparse.Namespace) -> int:
                 "x".join(str(v) for v in sur.config.image_size),
                 f"clean test accuracy {100 * acc:.2f} %" if acc is not None else "test accuracy not measured",
                 t["seconds"])
+    shown = []
     if target is not None:
         with atomic_dir(target) as tmp:
             sur.save_pretrained(tmp)
             (tmp / "README.md").write_text(sur.card(args.push or "<user>/<repo>"))
-        print(target)
+        shown.append(str(target))
     if args.push is not None:
         commit = sur.push_to_hub(args.push, private=True if args.private else None, token=args.token)
-        print(getattr(commit, "commit_url", None) or args.push)
-    return 0
+        shown.append(str(getattr(commit, "commit_url", None) or args.push))
+    return shown

@@ -715,6 +715,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # -- entry point -----------------------------------------------------------------------------------------------------
 # -- certify / recover -----------------------------------------------------------------------------------------------
+def cmd_train_surrogate(args: argparse.Namespace) -> int:
+    from ._cli_train import train_surrogate_command
+
+    for line in train_surrogate_command(args):
+        print(line)
+    return 0
+
+
 def _add_theta_hat_options(p: argparse.ArgumentParser) -> None:
     from .surrogates.nets import ARCHITECTURES
 
@@ -895,6 +903,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recover(sub)
     _add_push(sub)
     _cli_train.add_parser(sub)
+    sub.choices["train-surrogate"].set_defaults(func=cmd_train_surrogate)
     _add_demo(sub)
     return parser
 

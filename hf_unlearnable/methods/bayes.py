@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from ..errors import ProtectionError
 from . import register
 from .base import MethodConfig, SurrogateMethod
-from .em import _Checkpoint, _fingerprint, _weights_digest
+from ._checkpoint import _Checkpoint, _fingerprint, _weights_digest
 
 logger = logging.getLogger(__name__)
 

@@ -260,7 +260,7 @@ def test_damaged_checkpoint_file_is_a_clear_error(tmp_path):
 
 
 def test_weights_digest_ignores_an_ensembles_calibration():
-    from hf_unlearnable.methods.em import _weights_digest
+    from hf_unlearnable.methods._checkpoint import _weights_digest
     from hf_unlearnable.surrogates import Surrogate, SurrogateConfig, SurrogateEnsemble
 
     torch.manual_seed(0)
