@@ -241,24 +241,6 @@ def row_id(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def apply_delta(images: np.ndarray, delta: np.ndarray, epsilon: float) -> np.ndarray:
-    """x' = round(x + delta) in uint8 steps, inside the epsilon box and [0, 255].
-
-    `delta` is in [0, 1] pixel units. Because x is already whole uint8 steps, rounding x + 255*delta equals
-    x + round(255*delta): the result stays within floor(255*epsilon) steps of x *after* quantisation (methods.md
-    §6.1: round, never truncate; §6.2: negative noise is kept).
-    """
-    k = epsilon_levels(epsilon)
-    steps = np.clip(np.rint(np.asarray(delta, dtype=np.float64) * 255.0), -k, k)
-    out = images.astype(np.int16) + steps.astype(np.int16)
-    return np.clip(out, 0, 255).astype(np.uint8)
-
-
-def apply_steps(images: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """Add whole uint8 steps (already inside the budget) and clip to [0, 255]."""
-    return np.clip(images.astype(np.int16) + steps.astype(np.int16), 0, 255).astype(np.uint8)
-
-
 def to_tensor(images: np.ndarray | list[np.ndarray]):
     """uint8 NHWC (array or list of equal-shape arrays) -> float32 NCHW in [0, 1]."""
     import torch

@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 
 import hf_unlearnable
 from hf_unlearnable import Noise, ProtectionError, craft, load_noise, protect
-from hf_unlearnable._images import apply_delta, epsilon_levels
+from hf_unlearnable._images import add_steps, epsilon_levels, fit_steps
 from hf_unlearnable.noise import CONFIG_NAME, WEIGHTS_NAME, NoiseConfig
 from tests.conftest import CLASS_NAMES, FAST_OPTIONS, stored_arrays, tiny_images
 
@@ -325,6 +325,12 @@ def test_positive_noise_clips_at_255(make_ds):
     noise = make_noise("classwise", np.full((1, 32, 32, 3), 3), num_classes=1)
     out = stored_arrays(constant_dataset(make_ds, [254, 100], labels=[0, 0]).map(protect(noise=noise), batched=True))
     assert (out[0] == 255).all() and (out[1] == 103).all()
+
+
+def apply_delta(images: np.ndarray, delta: np.ndarray, epsilon: float) -> np.ndarray:
+    """What the transform does to each row of a per-batch method's output (fit_steps, then add_steps)."""
+    k = epsilon_levels(epsilon)
+    return np.stack([add_steps(x, fit_steps(d, x.shape, k)) for x, d in zip(images, delta)])
 
 
 @pytest.mark.parametrize("delta_255,expected", [(2.6, 3), (-2.6, -3), (2.4, 2), (-2.4, -2), (0.6, 1), (-0.6, -1),
