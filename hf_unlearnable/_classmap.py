@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._data import LABEL_NAMES, find_batch_columns
+from ._data import BATCH_LABEL_FIX, LABEL_NAMES, label_column_among, row_in_batch
 from .errors import ProtectionError
 from .noise import Noise
 
@@ -19,13 +19,11 @@ def batch_label_column(batch, image_column: str) -> str | None:
     """The batch's label column, or None when it has none (several candidates: a ProtectionError)."""
     features = getattr(getattr(batch, "formatter", None), "features", None)
     cols = [c for c in batch if c != image_column]
-    class_cols = [c for c in cols if features is not None and type(features.get(c)).__name__ == "ClassLabel"]
-    named = [c for c in cols if c in LABEL_NAMES]
-    if not class_cols and not named:
+    column = label_column_among(features, cols, list(batch), BATCH_LABEL_FIX)
+    if column is None:
         logger.warning("no label column among %s (looked for a ClassLabel column or one of %s): protecting with "
                        "pseudo-classes; pass label_column= if one of them holds the labels", cols, list(LABEL_NAMES))
-        return None
-    return find_batch_columns(batch, image_column, None, True)[1]
+    return column
 
 
 def check_class_map(class_map: Any, noise: Noise | None) -> Any:
@@ -59,13 +57,11 @@ def check_class_map(class_map: Any, noise: Noise | None) -> Any:
 
 def map_labels(class_map, labels: np.ndarray, noise: Noise, batch, label_column: str, indices) -> np.ndarray:
     """The noise class of each row's label under the user's explicit class_map."""
-    def where(i: int) -> str:
-        return f"row {int(indices[i])}" if indices is not None else f"row {i} of this batch"
-
     if class_map == "index":
         bad = np.flatnonzero(labels >= len(noise))
         if len(bad):
-            raise ProtectionError(f"column {label_column!r}, {where(int(bad[0]))}: label {int(labels[bad[0]])} has no "
+            raise ProtectionError(f"column {label_column!r}, {row_in_batch(int(bad[0]), indices)}: label "
+                                  f"{int(labels[bad[0]])} has no "
                                   f"pattern: this noise has {len(noise)} classes, so class_map='index' covers labels "
                                   f"0-{len(noise) - 1}. Map your classes with a dict, or use a bank with more classes.")
         return labels
@@ -84,6 +80,7 @@ def map_labels(class_map, labels: np.ndarray, noise: Noise, batch, label_column:
         elif y in class_map:
             out[i] = class_map[y]
         else:
-            raise ProtectionError(f"column {label_column!r}, {where(i)}: class {name or y!r} is not in class_map; map "
+            raise ProtectionError(f"column {label_column!r}, {row_in_batch(i, indices)}: class {name or y!r} is not "
+                                  "in class_map; map "
                                   "every class of the dataset (its name or its label index) onto a noise class.")
     return out

@@ -99,30 +99,33 @@ def find_columns(features: Any, column_names: Sequence[str], image_column: str |
         if label_column not in cols:
             raise ProtectionError(f"label_column={label_column!r} is not a column; the columns are {cols}.")
     elif need_label:
-        class_cols = [c for c in cols if features is not None and type(features.get(c)).__name__ == "ClassLabel"]
-        named = [c for c in cols if c in LABEL_NAMES]
-        pick = class_cols if len(class_cols) == 1 else named
-        if len(pick) != 1:
-            several = class_cols if len(class_cols) > 1 else pick
-            raise ProtectionError(_label_column_help(several, cols, "label_column='...'"))
-        label_column = pick[0]
+        label_column = label_column_among(features, cols, cols, "label_column='...'")
+        if label_column is None:
+            raise ProtectionError(_label_column_help([], cols, "label_column='...'"))
     return image_column, label_column
+
+
+def label_column_among(features: Any, candidates: Sequence[str], cols: Sequence[str], fix: str) -> str | None:
+    """The label column among `candidates`: the one ClassLabel column, else the one column named like a label
+    (LABEL_NAMES); None when there is none; several are a ProtectionError (`cols` and `fix` go into its message)."""
+    class_cols = [c for c in candidates if features is not None and type(features.get(c)).__name__ == "ClassLabel"]
+    named = [c for c in candidates if c in LABEL_NAMES]
+    pick = class_cols if len(class_cols) == 1 else named
+    if len(pick) == 1:
+        return pick[0]
+    if len(class_cols) > 1 or len(pick) > 1:
+        raise ProtectionError(_label_column_help(class_cols if len(class_cols) > 1 else pick, list(cols), fix))
+    return None
 
 
 def find_label_column(dataset: Any, image_column: str | None = None) -> str | None:
     """The label column a method would use, or None when the dataset has none (a ClassLabel column or one of
     LABEL_NAMES); several candidates are a ProtectionError asking to name one."""
-    features = getattr(dataset, "features", None)
     cols = [c for c in getattr(dataset, "column_names", []) if c != image_column]
-    class_cols = [c for c in cols if features is not None and type(features.get(c)).__name__ == "ClassLabel"]
-    named = [c for c in cols if c in LABEL_NAMES]
-    pick = class_cols if len(class_cols) == 1 else named
-    if len(pick) == 1:
-        return pick[0]
-    if len(class_cols) > 1 or len(pick) > 1:
-        raise ProtectionError(_label_column_help(class_cols if len(class_cols) > 1 else pick, cols,
-                                                 "label_column='...'"))
-    return None
+    return label_column_among(getattr(dataset, "features", None), cols, cols, "label_column='...'")
+
+
+BATCH_LABEL_FIX = "protect(..., label_column='...')"
 
 
 def find_batch_columns(batch: dict, image_column: str | None, label_column: str | None,
@@ -152,13 +155,9 @@ def find_batch_columns(batch: dict, image_column: str | None, label_column: str 
     elif image_column not in batch:
         raise ProtectionError(f"image_column={image_column!r} is not a column; the columns are {cols}.")
     if label_column is None and need_label:
-        class_cols = [c for c in cols if features is not None and type(features.get(c)).__name__ == "ClassLabel"]
-        named = [c for c in cols if c in LABEL_NAMES]
-        pick = class_cols if len(class_cols) == 1 else named
-        if len(pick) != 1:
-            several = class_cols if len(class_cols) > 1 else pick
-            raise ProtectionError(_label_column_help(several, cols, "protect(..., label_column='...')"))
-        label_column = pick[0]
+        label_column = label_column_among(features, cols, cols, BATCH_LABEL_FIX)
+        if label_column is None:
+            raise ProtectionError(_label_column_help([], cols, BATCH_LABEL_FIX))
     elif label_column is not None and label_column not in batch:
         raise ProtectionError(f"label_column={label_column!r} is not a column; the columns are {cols}.")
     return image_column, label_column
@@ -200,7 +199,7 @@ def row_ids(batch: dict, images: Sequence[np.ndarray], id_column: str | None,
     if check:
         for i, v in enumerate(batch[col]):
             if v is None or ids[i] == "":
-                raise ProtectionError(f"column {col!r}, {_row(i, indices)}: the row id is {v!r}. {_IDS_HELP}")
+                raise ProtectionError(f"column {col!r}, {row_in_batch(i, indices)}: the row id is {v!r}. {_IDS_HELP}")
         check_unique_ids(ids, col, indices)
     return ids
 
@@ -209,7 +208,8 @@ _IDS_HELP = ("Sample-wise noise is keyed, and per-batch noise seeded, by row id:
              "id_column= another column (without an id column, ids are hashes of the pixels).")
 
 
-def _row(i: int, indices: Sequence[int] | None) -> str:
+def row_in_batch(i: int, indices: Sequence[int] | None) -> str:
+    """How a message names position i of a batch: its dataset row when the map passes indices."""
     return f"row {int(indices[i])}" if indices is not None else f"row {i} of this batch"
 
 
@@ -222,7 +222,8 @@ def check_unique_ids(ids: Sequence[str], column: str, indices: Sequence[int] | N
     first: dict[str, int] = {}
     for i, v in enumerate(ids):
         if v in first:
-            raise ProtectionError(f"column {column!r}: {_row(first[v], indices)} and {_row(i, indices)} share the "
+            raise ProtectionError(f"column {column!r}: {row_in_batch(first[v], indices)} and "
+                                  f"{row_in_batch(i, indices)} share the "
                                   f"id {v!r}. {_IDS_HELP}")
         first[v] = i
 

@@ -85,7 +85,8 @@ class Noise:
         if (config.clustering is not None) != (centroids is not None):
             raise ProtectionError("label-agnostic noise needs both its clustering record and its centroids; the "
                                   "folder is damaged: save or download it again.")
-        if centroids is not None and (centroids.ndim != 2 or (config.kind == "classwise" and len(centroids) != len(steps))):
+        if centroids is not None and (centroids.ndim != 2
+                                      or (config.kind == "classwise" and len(centroids) != len(steps))):
             raise ProtectionError(f"the noise's centroids {centroids.shape} do not match its {len(steps)} patterns.")
         self.centroids = None if centroids is None else np.asarray(centroids, dtype=np.float32)
         config.num_rows = len(steps)
@@ -173,9 +174,7 @@ class Noise:
     def patterns_for(self, labels: np.ndarray | None, ids: Sequence[str], n: int,
                      indices: Sequence[int] | None = None) -> list[np.ndarray]:
         """The stored pattern (whole steps at the crafted size) of each of `n` rows; errors name the row."""
-
-        def where(i: int) -> str:
-            return f"row {int(indices[i])}" if indices is not None else f"row {i} of this batch"
+        from ._data import row_in_batch
 
         empty = set(self.config.stats.get("empty_patterns", ()))
         out = []
@@ -183,12 +182,14 @@ class Noise:
             if self.kind == "classwise":
                 y = int(labels[i])
                 if not 0 <= y < len(self.steps):
-                    raise ProtectionError(f"{where(i)}: label {y} is out of range for class-wise noise with "
+                    raise ProtectionError(f"{row_in_batch(i, indices)}: label {y} is out of range for class-wise "
+                                          "noise with "
                                           f"{len(self.steps)} classes.")
                 if y in empty:
                     name = (self.config.class_names or [None] * len(self.steps))[y]
                     raise ProtectionError(
-                        f"{where(i)}: class {y}{f' ({name!r})' if name else ''} has an empty pattern in this noise (it "
+                        f"{row_in_batch(i, indices)}: class {y}{f' ({name!r})' if name else ''} has an empty pattern "
+                        "in this noise (it "
                         "had no rows when the noise was crafted), so this row would be released unchanged. Craft "
                         "the noise on data with rows of every class, or leave these rows out.")
                 st = self.steps[y]
@@ -196,7 +197,8 @@ class Noise:
                 j = self._index.get(ids[i])
                 if j is None:
                     raise ProtectionError(
-                        f"{where(i)} (id {ids[i]!r}): this row has no noise. Sample-wise noise is keyed by row id "
+                        f"{row_in_batch(i, indices)} (id {ids[i]!r}): this row has no noise. Sample-wise noise is "
+                        "keyed by row id "
                         "(the 'id' column, else a hash of the original pixels): apply it to the same, unmodified "
                         "images it was crafted on, or craft noise for this dataset.")
                 st = self.steps[j]

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ._classmap import batch_label_column, check_class_map, map_labels
-from ._data import check_labels, find_batch_columns, real_class_names, row_ids
+from ._data import check_labels, find_batch_columns, real_class_names, row_ids, row_in_batch
 from ._images import (add_steps, check_epsilon, check_resolution, colour_channels, decode_images, encode_png,
                       epsilon_levels, fit_steps, group_by_shape, open_image_cell, resize_steps, working_rgb)
 from .errors import ProtectionError
@@ -170,11 +170,10 @@ class ProtectTransform:
             if diff.max() > k or diff[:, :, c:].any():
                 raise RuntimeError("internal error: a protected image exceeds its epsilon budget")
             if not diff.any():
-                where = f"row {int(indices[i])}" if indices is not None else f"row {i} of this batch"
                 raise ProtectionError(
-                    f"column {img_col!r}, {where}: the noise leaves this image unchanged (it rounds to zero, or every "
-                    "pixel it would move is already at 0 or 255), so it would be released unprotected. Use a larger "
-                    "epsilon or another method for it, or leave the row out.")
+                    f"column {img_col!r}, {row_in_batch(i, indices)}: the noise leaves this image unchanged (it rounds "
+                    "to zero, or every pixel it would move is already at 0 or 255), so it would be released "
+                    "unprotected. Use a larger epsilon or another method for it, or leave the row out.")
             out.append(encode_png(new))      # PNG bytes, not the decoded copy, are what the batch keeps
         return {img_col: out}
 
