@@ -63,10 +63,8 @@ def craft(dataset: Any, method: str, *, epsilon: float = 8 / 255, seed: int = 0,
                    "the labels", dataset.column_names, list(LABEL_NAMES), clusters or DEFAULT_CLUSTERS)
     data, record, centroids = pseudo_label(data, clusters or DEFAULT_CLUSTERS, cfg.seed)
     noise = cls(cfg).craft(data, checkpoint_dir=checkpoint_dir)
-    noise.config.clustering = record
-    if noise.kind == "classwise":
-        noise.centroids = centroids
+    if noise.kind == "classwise":     # applied by nearest centroid, so the noise carries them
+        noise.config.clustering, noise.centroids = record, centroids
     else:       # sample-wise noise is keyed by id: the clusters only shaped the craft
-        noise.config.clustering = None
         noise.config.stats["clustering"] = record
     return noise

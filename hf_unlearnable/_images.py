@@ -175,9 +175,15 @@ def check_resolution(resolution: Any, name: str = "resolution") -> tuple[int, in
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ProtectionError(f"{name}={resolution!r} must be a side in pixels (an integer from 8 to 4096, e.g. 32) or "
-                              "a (height, width) pair: the size the noise is crafted and victims train at.")
+        raise ProtectionError(f"{name}={resolution!r} must be a side in pixels (an integer from 8 to 4096, e.g. 32: "
+                              "images of at least 8x8) or a (height, width) pair: the size the noise is crafted, "
+                              "surrogates and victims train at.")
     return int(h), int(w)
+
+
+def working_size(resolution: Any) -> tuple[int, int]:
+    """check_resolution, with None meaning the library's DEFAULT_RESOLUTION (victims, surrogates)."""
+    return check_resolution(resolution) or (DEFAULT_RESOLUTION, DEFAULT_RESOLUTION)
 
 
 def working_rgb(arr: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:

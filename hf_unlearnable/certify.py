@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ._data import check_same_task, load_labelled
+from ._images import working_size
 from .errors import ProtectionError
 from .evaluate import _victim
 from .surrogates.nets import build
@@ -175,12 +176,6 @@ def _train_theta_hat(P, victim: Any, epochs: int | None, seed: int, progress: bo
     return model, cfg
 
 
-def _working_size(resolution: Any) -> tuple[int, int]:
-    from ._images import DEFAULT_RESOLUTION, check_resolution
-
-    return check_resolution(resolution) or (DEFAULT_RESOLUTION, DEFAULT_RESOLUTION)
-
-
 def certify(protected: Any, test: Any, *, q: float = 0.9, sigma: float = 0.25, n: int = 1000,
             confidence: float = 0.99, etas: Sequence[float] | None = None, model: nn.Module | None = None,
             seed: int = 0, victim: Any = None, epochs: int | None = None, image_column: str | None = None,
@@ -194,7 +189,7 @@ def certify(protected: Any, test: Any, *, q: float = 0.9, sigma: float = 0.25, n
         raise ProtectionError(f"model={model!r} must be a trained torch.nn.Module (theta-hat), or None to train one "
                               "on the protected data (victim= names the architecture).")
     t0 = time.perf_counter()
-    kw = dict(image_column=image_column, label_column=label_column, resolution=_working_size(resolution))
+    kw = dict(image_column=image_column, label_column=label_column, resolution=working_size(resolution))
     T = load_labelled(test, desc="Reading test", **kw)
     victim_info: dict = {"given": type(model).__name__} if model is not None else {}
     n_train = None
@@ -249,7 +244,7 @@ def recover(model: nn.Module, clean: Any, test: Any, *, etas: Sequence[float] = 
         raise ProtectionError(f"model={model!r} must be the trained torch.nn.Module to recover from (theta-hat).")
     if not _number("lr", lr) > 0:
         raise ProtectionError(f"lr={lr!r} must be positive.")
-    kw = dict(image_column=image_column, label_column=label_column, resolution=_working_size(resolution))
+    kw = dict(image_column=image_column, label_column=label_column, resolution=working_size(resolution))
     C = load_labelled(clean, desc="Reading clean", **kw)
     T = load_labelled(test, desc="Reading test", **kw)
     check_same_task(C, T)

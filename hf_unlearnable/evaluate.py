@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ._data import LabelledImages, check_same_task, load_labelled
-from ._images import DEFAULT_RESOLUTION, MAX_EPSILON, check_resolution
+from ._images import MAX_EPSILON, working_size
 from .defences import TRAINING_OPTIONS, get_defence
 from .errors import ProtectionError
 from .surrogates.nets import build
@@ -200,7 +200,7 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
         raise ProtectionError(f"seed={seed!r} must be an integer.")
     defence_fns = {d: get_defence(d) for d in defences}
     cfg = _victim(victim, epochs)
-    size = check_resolution(resolution) or (DEFAULT_RESOLUTION, DEFAULT_RESOLUTION)
+    size = working_size(resolution)
     kw = dict(image_column=image_column, label_column=label_column, resolution=size)
     P = load_labelled(protected, desc="Reading protected", **kw)
     T = load_labelled(test, desc="Reading test", **kw)

@@ -24,34 +24,12 @@ from ..training import TrainConfig, accuracy, fit, nchw
 from . import Surrogate, SurrogateConfig
 from .nets import ARCHITECTURES
 
-try:
-    from .._images import DEFAULT_RESOLUTION
-except ImportError:     # older _images without the shared constant
-    DEFAULT_RESOLUTION = 32
+from .._images import DEFAULT_RESOLUTION, working_size
 
 logger = logging.getLogger(__name__)
 
-MIN_RESOLUTION = 8     # the convnet's three 2x2 poolings; the crop augmentation reflect-pads by 4
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def check_resolution(resolution: Any) -> tuple[int, int]:
-    """None (DEFAULT_RESOLUTION), a positive int (square) or an (height, width) pair -> (height, width)."""
-    value = DEFAULT_RESOLUTION if resolution is None else resolution
-    if _is_int(value):
-        hw = (int(value), int(value))
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
-        hw = (int(value[0]), int(value[1]))
-    else:
-        raise ProtectionError(f"resolution={resolution!r}: pass a positive int (square images, e.g. 32) or a "
-                              f"(height, width) pair of ints; None uses {DEFAULT_RESOLUTION}.")
-    if min(hw) < MIN_RESOLUTION:
-        raise ProtectionError(f"resolution={resolution!r}: images must be at least {MIN_RESOLUTION}x{MIN_RESOLUTION} "
-                              f"pixels to train a surrogate; pass e.g. resolution={DEFAULT_RESOLUTION}.")
-    return hw
 
 
 def _check_arguments(arch: Any, width: Any, epochs: Any, seed: Any, adversarial_epsilon: Any) -> float:
@@ -124,7 +102,7 @@ def train_surrogate(dataset: Any, *, arch: str = "convnet", width: int | None = 
     if not _is_int(adversarial_steps) or adversarial_steps < 1:
         raise ProtectionError(f"adversarial_steps={adversarial_steps!r} must be an int of at least 1 (1 = FGSM from a "
                               "random start, n = PGD-n).")
-    height, width_px = check_resolution(resolution)
+    height, width_px = working_size(resolution)
     size = (height, width_px)
     train = _read(dataset, "training data", size, image_column, label_column)
     present = np.unique(train.labels)
