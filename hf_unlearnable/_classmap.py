@@ -61,9 +61,9 @@ def map_labels(class_map, labels: np.ndarray, noise: Noise, batch, label_column:
         bad = np.flatnonzero(labels >= len(noise))
         if len(bad):
             raise ProtectionError(f"column {label_column!r}, {row_in_batch(int(bad[0]), indices)}: label "
-                                  f"{int(labels[bad[0]])} has no "
-                                  f"pattern: this noise has {len(noise)} classes, so class_map='index' covers labels "
-                                  f"0-{len(noise) - 1}. Map your classes with a dict, or use a bank with more classes.")
+                                  f"{int(labels[bad[0]])} has no pattern: this noise has {len(noise)} classes, so "
+                                  f"class_map='index' covers labels 0-{len(noise) - 1}. Map your classes with a dict, "
+                                  "or use a bank with more classes.")
         return labels
     features = getattr(getattr(batch, "formatter", None), "features", None)
     names = getattr(features.get(label_column), "names", None) if features is not None else None
@@ -81,6 +81,6 @@ def map_labels(class_map, labels: np.ndarray, noise: Noise, batch, label_column:
             out[i] = class_map[y]
         else:
             raise ProtectionError(f"column {label_column!r}, {row_in_batch(i, indices)}: class {name or y!r} is not "
-                                  "in class_map; map "
-                                  "every class of the dataset (its name or its label index) onto a noise class.")
+                                  "in class_map; map every class of the dataset (its name or its label index) onto a "
+                                  "noise class.")
     return out

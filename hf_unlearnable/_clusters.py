@@ -20,7 +20,8 @@ _KMEANS_ITERS = 50
 
 
 def check_clusters(clusters: Any) -> int:
-    if isinstance(clusters, (bool, np.bool_)) or not isinstance(clusters, (int, np.integer)) or not 2 <= clusters <= 1000:
+    if isinstance(clusters, (bool, np.bool_)) or not isinstance(clusters, (int, np.integer)) \
+            or not 2 <= clusters <= 1000:
         raise ProtectionError(f"clusters={clusters!r} must be an integer from 2 to 1000: the number of pseudo-classes "
                               "found in data without labels (default 10).")
     return int(clusters)
@@ -100,7 +101,7 @@ def pseudo_label(data, clusters: int, seed: int, surrogate: Any = None):
 
 def assign(images: np.ndarray, centroids: np.ndarray, surrogate: Any = None) -> np.ndarray:
     """The nearest cluster of each uint8 NxHxWx3 image (at the noise's working resolution)."""
-    return nearest(features(images, None if surrogate in (None, "default") else surrogate), centroids)
+    return nearest(features(images, surrogate), centroids)
 
 
 def predicted_classes(model, x) -> np.ndarray:

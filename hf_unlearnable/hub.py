@@ -228,8 +228,8 @@ def _what(entry: dict) -> str:
         noise = entry.get("noise") or {}
         extra = ""
         if noise.get("resolution"):
-            extra += (f" Crafted at {noise['resolution'][0]}x{noise['resolution'][1]}; each image got it resized to its "
-                      "own size.")
+            h, w = noise["resolution"]
+            extra += f" Crafted at {h}x{w}; each image got it resized to its own size."
         if noise.get("clustering"):
             extra += (f" Label-agnostic: its classes are {noise['clustering']['clusters']} clusters of the "
                       f"`{noise['clustering']['surrogate']}` surrogate's features, found without labels.")
