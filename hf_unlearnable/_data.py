@@ -191,8 +191,8 @@ def row_ids(batch: dict, images: Sequence[np.ndarray], id_column: str | None,
     """Stable ids: the id column when present, else a content hash of the original pixels. With `check` (where the
     ids key or seed the noise), an id column's ids must be present and unique within the batch."""
     col = id_column if id_column is not None else (ID_COLUMN if ID_COLUMN in batch else None)
-    if col is None:      # `images` may hold their row_id hashes already (decoded one at a time, then dropped)
-        return [a if isinstance(a, str) else row_id(a) for a in images]
+    if col is None:
+        return [row_id(a) for a in images]
     if col not in batch:
         raise ProtectionError(f"id_column={col!r} is not a column; the columns are {list(batch)}.")
     ids = [str(v) for v in batch[col]]
@@ -257,8 +257,8 @@ def load_labelled(dataset: Any, *, image_column: str | None = None, label_column
         import datasets
 
         raw = dataset.cast_column(image_column, datasets.Image(decode=False))
-    keep = [c for c in (image_column, label_column, id_column or (ID_COLUMN if ID_COLUMN in dataset.column_names
-                                                                      else None)) if c]
+    id_col = id_column or (ID_COLUMN if ID_COLUMN in dataset.column_names else None)
+    keep = [c for c in (image_column, label_column, id_col) if c]
     raw = raw.select_columns(keep)
     images: list[np.ndarray] = []
     labels: list[np.ndarray] = []
@@ -273,13 +273,13 @@ def load_labelled(dataset: Any, *, image_column: str | None = None, label_column
         hashes = []
         for i, v in enumerate(batch[image_column]):   # one full-size image at a time: memory stays at the working size
             a = decode_image(v, image_column, i, idx)
-            hashes.append(row_id(a))
+            if id_col is None:
+                hashes.append(row_id(a))              # ids of the original pixels
             sizes.add(a.shape[:2])
             images.append(working_rgb(a, resolution))
         if label_column is not None:
             labels.append(check_labels(batch[label_column], label_column, num_classes, idx))
-        ids.extend(row_ids(batch, hashes, id_column, idx, check=check_ids))   # ids of the original pixels
-    id_col = id_column or (ID_COLUMN if ID_COLUMN in dataset.column_names else None)
+        ids.extend(hashes if id_col is None else row_ids(batch, [], id_column, idx, check=check_ids))
     if check_ids and id_col is not None:
         check_unique_ids(ids, id_col, range(len(ids)))    # across chunks (row_ids checked each chunk)
     shapes = {a.shape for a in images}
