@@ -1,98 +1,21 @@
 """Saving and opening artefact folders (config.json + one safetensors file), shared by Noise and Surrogate.
 
-Saving is atomic: everything is written into a temporary sibling folder that replaces the target only when
-complete. Opening reads JSON and safetensors only and refuses folders that hold nothing but pickles.
+Saving is atomic (`_atomic.atomic_dir`): everything is written into a temporary sibling folder that replaces the
+target only when complete. Opening reads JSON and safetensors only and refuses folders that hold nothing but pickles.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
+from ._atomic import atomic_dir, file_in_the_way, write_text_atomic  # noqa: F401 (re-exported)
 from .errors import ProtectionError
 
 CONFIG_NAME = "config.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-
-
-def _read_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()   # read once, at import (os.umask can only be read by setting it)
-
-
-@contextmanager
-def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces `target` whole, on failure it is removed.
-
-    A reader sees the old folder or the complete new one, never a half-written one; on failure, parent folders
-    this call created are removed again (only if still empty).
-    """
-    target = Path(target)
-    parent = target.parent
-    created = [p for p in reversed([parent, *parent.parents]) if not p.exists()]
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
-    try:
-        yield tmp
-        # mkdtemp makes 0700 and some writers (safetensors) 0600 files: give them what a plain write would get
-        os.chmod(tmp, 0o777 & ~_UMASK)
-        for path in tmp.rglob("*"):
-            if path.is_file() and not path.is_symlink():
-                os.chmod(path, 0o666 & ~_UMASK)
-        if target.exists():  # swap whole folders
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
-            os.replace(target, old / "x")
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                os.replace(old / "x", target)   # put the old folder back before reporting the failure
-                old.rmdir()
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for p in reversed(created):  # deepest first
-            try:
-                p.rmdir()
-            except OSError:
-                pass
-        raise
-
-
-def file_in_the_way(path: Path, include_self: bool = False) -> Path | None:
-    """The first of `path`'s parents (and `path` itself with `include_self`) that exists and is not a folder: what
-    stops a folder from being made there."""
-    candidates = (path, *path.parents) if include_self else path.parents
-    return next((p for p in candidates if p.exists() and not p.is_dir()), None)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write a text file whole or not at all (a temporary sibling, then one rename); ends it with a newline."""
-    target = Path(os.path.expanduser(str(path)))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text if text.endswith("\n") else text + "\n")
-        os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes 0600; a plain write would respect the umask
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def open_artefact(path: str | os.PathLike, weights_name: str, what: str) -> tuple[Path, dict]:

@@ -20,13 +20,12 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ._artefacts import atomic_dir, file_in_the_way, write_text_atomic
+from ._atomic import atomic_dir, file_in_the_way, scratch_dir, write_text_atomic
 from .errors import ProtectionError
 
 logger = logging.getLogger("hf_unlearnable.cli")
@@ -331,7 +330,7 @@ def cmd_protect(args: argparse.Namespace) -> int:
     with atomic_dir(target) as tmp:
         # map's own cache goes to a scratch folder beside the output (not into the source folder or the HF cache,
         # which may be read-only or shared) and is deleted once the dataset is saved.
-        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.map-", dir=tmp.parent))
+        scratch = scratch_dir(tmp.parent, f".{target.name}.map-")
         try:
             t0 = time.perf_counter()
             out = ds.map(transform, batched=True, with_indices=True, batch_size=args.batch_size,

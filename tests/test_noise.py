@@ -223,7 +223,7 @@ def test_save_leaves_no_temporary_directories(tmp_path):
     noise.save_pretrained(tmp_path / "n")          # overwrite
     assert sorted(os.listdir(tmp_path)) == ["n"]
     # the modes a plain write gets under the umask (mkdtemp and safetensors make 0700 / 0600)
-    from hf_unlearnable._artefacts import _UMASK
+    from hf_unlearnable._atomic import _UMASK
 
     assert os.stat(tmp_path / "n").st_mode & 0o777 == 0o777 & ~_UMASK
     assert {os.stat(f).st_mode & 0o777 for f in (tmp_path / "n").iterdir()} == {0o666 & ~_UMASK}
@@ -257,9 +257,9 @@ def test_failed_overwrite_keeps_old_files(tmp_path, monkeypatch):
 
 
 def test_failed_swap_of_whole_folders_puts_the_old_one_back(tmp_path, monkeypatch):
-    """The last step of an overwrite (the new folder's rename onto the target) fails: the old folder is back at the
-    target and no hidden folder is left."""
-    from hf_unlearnable import _artefacts
+    """Where folders cannot be exchanged in one step (not Linux), the last of the two renames (the new folder onto
+    the target) fails: the old folder is back at the target and no hidden folder is left."""
+    from hf_unlearnable import _atomic
 
     old = make_noise("classwise", np.full((2, 4, 4, 3), 1))
     old.save_pretrained(tmp_path / "n")
@@ -270,7 +270,8 @@ def test_failed_swap_of_whole_folders_puts_the_old_one_back(tmp_path, monkeypatc
             raise OSError("device busy")
         return real(src, dst)
 
-    monkeypatch.setattr(_artefacts.os, "replace", replace)
+    monkeypatch.setattr(_atomic, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(_atomic.os, "replace", replace)
     with pytest.raises(OSError, match="device busy"):
         make_noise("classwise", np.full((2, 4, 4, 3), 5)).save_pretrained(tmp_path / "n")
     monkeypatch.undo()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +60,11 @@ class _Checkpoint:
             return
         from safetensors.torch import save_file
 
+        from .._atomic import remove_stale, scratch_dir
+
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".state-", dir=self.dir))
+        remove_stale(self.dir, ".state-")     # a killed earlier run's half-written state
+        tmp = scratch_dir(self.dir, ".state-")
         state = json.dumps({**self.meta, **progress}, indent=1)
         try:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"),
