@@ -213,7 +213,7 @@ class Noise:
         with atomic_dir(save_directory) as tmp:
             tensors = {"steps": np.ascontiguousarray(self.steps)}
             if self.ids is not None:
-                tensors["ids"] = _encode_ids(self.ids)
+                tensors["ids"], tensors["id_lengths"] = _encode_ids(self.ids)
             if self.centroids is not None:
                 tensors["centroids"] = np.ascontiguousarray(self.centroids, dtype=np.float32)
             save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "hf_unlearnable.noise"})
@@ -238,7 +238,7 @@ class Noise:
         what = f"noise {str(pretrained_noise_name_or_path)!r}"
         cfg = config_from_dict(NoiseConfig, cfg_dict, what)
         tensors = read_safetensors(folder / WEIGHTS_NAME, what, ("steps",))
-        ids = _decode_ids(tensors["ids"]) if "ids" in tensors else None
+        ids = _decode_ids(tensors["ids"], tensors.get("id_lengths")) if "ids" in tensors else None
         try:
             return cls(tensors["steps"], cfg, ids, tensors.get("centroids"))
         except (TypeError, ValueError) as exc:   # e.g. epsilon or image_shape of the wrong type
@@ -283,17 +283,31 @@ class Noise:
                            stats=json.dumps(c.stats, indent=2, sort_keys=True, default=str) if c.stats else "")
 
 
-def _encode_ids(ids: Sequence[str]) -> np.ndarray:
+def _encode_ids(ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-8 bytes padded with zeros, and each id's length: an id may itself end in NUL bytes."""
     raw = [s.encode("utf-8") for s in ids]
     width = max((len(b) for b in raw), default=1)
     out = np.zeros((len(raw), width), dtype=np.uint8)
     for i, b in enumerate(raw):
         out[i, :len(b)] = np.frombuffer(b, dtype=np.uint8)
-    return out
+    return out, np.array([len(b) for b in raw], dtype=np.int64)
 
 
-def _decode_ids(arr: np.ndarray) -> list[str]:
-    return [bytes(row).rstrip(b"\x00").decode("utf-8") for row in arr]
+def _decode_ids(arr: np.ndarray, lengths: np.ndarray | None) -> list[str]:
+    damaged = "the file is damaged: save or download it again."
+    if arr.ndim != 2 or arr.dtype != np.uint8:
+        raise ProtectionError(f"noise.safetensors: its ids are {arr.dtype} {arr.shape}, not uint8 rows; {damaged}")
+    if lengths is None:      # written before the lengths were stored (ids ending in NUL lost it there)
+        rows = [bytes(row).rstrip(b"\x00") for row in arr]
+    elif lengths.shape != (len(arr),) or (lengths < 0).any() or (lengths > arr.shape[1]).any():
+        raise ProtectionError(f"noise.safetensors: id_lengths {lengths.shape} does not fit its ids {arr.shape}; "
+                              f"{damaged}")
+    else:
+        rows = [bytes(row[:n]) for row, n in zip(arr, lengths.tolist())]
+    try:
+        return [b.decode("utf-8") for b in rows]
+    except UnicodeDecodeError:
+        raise ProtectionError(f"noise.safetensors: its ids are not UTF-8; {damaged}") from None
 
 
 def load_noise(path_or_repo_id: str | os.PathLike, *, revision: str | None = None, token: str | bool | None = None,

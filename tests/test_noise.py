@@ -373,3 +373,27 @@ def test_identical_images_share_one_samplewise_entry(make_ds):
     assert len(noise) == 5 and len(set(noise.ids)) == 5
     out = stored_arrays(ds.map(protect(noise=noise), batched=True))
     np.testing.assert_array_equal(out[2], out[5])
+
+
+def test_ids_ending_in_nul_survive_a_round_trip(tmp_path):
+    """Ids are stored with their lengths: "a" and "a\\x00" are two rows, and both come back byte for byte."""
+    ids = ["a", "a\x00", "\x00", "é\x00\x00", "b"]
+    noise = Noise.from_deltas(np.full((5, 4, 4, 3), 3 / 255, dtype=np.float32), ids=ids, epsilon=8 / 255,
+                              method="random", kind="samplewise", method_config={}, class_names=None, source={})
+    noise.save_pretrained(tmp_path / "n")
+    back = load_noise(tmp_path / "n")
+    assert back.ids == ids
+    np.testing.assert_array_equal(back.steps, noise.steps)
+
+
+def test_damaged_id_lengths_are_refused(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    noise = Noise.from_deltas(np.full((2, 4, 4, 3), 3 / 255, dtype=np.float32), ids=["x", "y"], epsilon=8 / 255,
+                              method="random", kind="samplewise", method_config={}, class_names=None, source={})
+    noise.save_pretrained(tmp_path / "n")
+    tensors = load_file(str(tmp_path / "n" / "noise.safetensors"))
+    tensors["id_lengths"] = np.array([1, 99], dtype=np.int64)
+    save_file(tensors, str(tmp_path / "n" / "noise.safetensors"))
+    with pytest.raises(ProtectionError, match="id_lengths"):
+        load_noise(tmp_path / "n")
