@@ -231,11 +231,12 @@ def check_unique_ids(ids: Sequence[str], column: str, indices: Sequence[int] | N
 def load_labelled(dataset: Any, *, image_column: str | None = None, label_column: str | None = None,
                   id_column: str | None = None, need_label: bool = True, num_classes: int | None = None,
                   check_ids: bool = False, desc: str = "Reading images",
-                  resolution: tuple[int, int] | None = None) -> LabelledImages:
+                  resolution: tuple[int, int] | None = None, defines_classes: bool = True) -> LabelledImages:
     """Decode a whole datasets.Dataset (validating every row) into a LabelledImages. `check_ids`: the ids will key
     sample-wise noise, so an id column's ids must be present and unique. `resolution` (h, w): every image as RGB at
     that size (gray replicated, alpha left out, resized where it differs), so memory is N x h x w x 3 whatever the
-    images' own sizes; None: the images' own size, which must then be one size."""
+    images' own sizes; None: the images' own size, which must then be one size. `defines_classes`: plain integer
+    labels here set the number of classes (training data), so they are checked to be a plausible class count."""
     from tqdm.auto import tqdm
 
     if not hasattr(dataset, "features") or not hasattr(dataset, "column_names"):
@@ -251,6 +252,7 @@ def load_labelled(dataset: Any, *, image_column: str | None = None, label_column
         if type(feat).__name__ == "ClassLabel":
             class_names = list(feat.names)
             num_classes = num_classes or len(class_names)
+            check_class_count(len(class_names), len(dataset), label_column, named=True)
     # Read raw bytes and decode ourselves, so a corrupt cell is reported with its row number.
     raw = dataset
     if _is_image_feature(features.get(image_column)) and features[image_column].decode:
@@ -298,5 +300,22 @@ def load_labelled(dataset: Any, *, image_column: str | None = None, label_column
                               "distinct": len(sizes)}}
     if resolution is not None:
         source["resolution"] = [int(v) for v in resolution]
-    arr = np.stack(images)
-    return LabelledImages(arr, np.concatenate(labels) if labels else None, ids, class_names, source)
+    labels = np.concatenate(labels) if labels else None
+    if labels is not None and class_names is None and num_classes is None and defines_classes:   # classes 0..max
+        check_class_count(int(labels.max()) + 1, n, label_column, named=False)
+    return LabelledImages(np.stack(images), labels, ids, class_names, source)
+
+
+def check_class_count(k: int, rows: int, column: str, *, named: bool) -> None:
+    """Refuse a class count that nothing could learn from, before a surrogate, a noise bank or a one-hot matrix is
+    sized by it: more than nets.MAX_CLASSES, or (classes inferred from plain integer labels) more than the rows."""
+    from .surrogates.nets import MAX_CLASSES
+
+    if k <= MAX_CLASSES and (named or k <= rows):    # a ClassLabel declares its classes: a subset may lack some
+        return
+    what = (f"its ClassLabel has {k:,} classes" if named
+            else f"its largest label is {k - 1:,}, so the classes would be 0..{k - 1:,}")
+    raise ProtectionError(f"column {column!r}: {what}, for {rows:,} rows (at most {MAX_CLASSES:,} classes, and no "
+                          "more than the rows). Labels must be class indices 0..K-1: re-encode them with "
+                          f"ds.class_encode_column({column!r}), or pass label_column= the column that holds the "
+                          "classes.")

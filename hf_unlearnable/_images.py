@@ -20,6 +20,13 @@ from .errors import ProtectionError
 MAX_EPSILON = 64 / 255
 
 
+def check_seed(seed) -> int:
+    """A seed every generator here takes (NumPy, torch, Python): an integer in [0, 2**63)."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 63:
+        raise ProtectionError(f"seed={seed!r} must be an integer from 0 to 2**63 - 1.")
+    return int(seed)
+
+
 def check_epsilon(epsilon: float) -> float:
     """Validate an L-inf budget in [0, 1] pixel units and return it as float."""
     if isinstance(epsilon, (bool, np.bool_)):

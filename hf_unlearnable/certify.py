@@ -190,7 +190,7 @@ def certify(protected: Any, test: Any, *, q: float = 0.9, sigma: float = 0.25, n
                               "on the protected data (victim= names the architecture).")
     t0 = time.perf_counter()
     kw = dict(image_column=image_column, label_column=label_column, resolution=working_size(resolution))
-    T = load_labelled(test, desc="Reading test", **kw)
+    T = load_labelled(test, desc="Reading test", defines_classes=False, **kw)
     victim_info: dict = {"given": type(model).__name__} if model is not None else {}
     n_train = None
     if model is None:
@@ -246,7 +246,7 @@ def recover(model: nn.Module, clean: Any, test: Any, *, etas: Sequence[float] = 
         raise ProtectionError(f"lr={lr!r} must be positive.")
     kw = dict(image_column=image_column, label_column=label_column, resolution=working_size(resolution))
     C = load_labelled(clean, desc="Reading clean", **kw)
-    T = load_labelled(test, desc="Reading test", **kw)
+    T = load_labelled(test, desc="Reading test", defines_classes=False, **kw)
     check_same_task(C, T)
     cx, cy = _tensors(C)
     tx, ty = _tensors(T)

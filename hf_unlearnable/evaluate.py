@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from ._data import LabelledImages, check_same_task, load_labelled
-from ._images import MAX_EPSILON, working_size
+from ._images import MAX_EPSILON, check_seed, working_size
 from .defences import TRAINING_OPTIONS, get_defence
 from .errors import ProtectionError
-from .surrogates.nets import build
+from .surrogates.nets import build, check_size
 from .training import TrainConfig, accuracy, device, fit, nchw
 
 
@@ -66,8 +66,7 @@ def _victim(victim: Any, epochs: int | None) -> VictimConfig:
                                   f"fields of training.TrainConfig: {sorted(TrainConfig.__dataclass_fields__)}).") \
                 from None
         width = victim.get("width")
-        if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
-            raise ProtectionError(f"victim width={width!r} must be a positive integer (or absent for the default).")
+        check_size(width, 1, "victim ")
         cfg = VictimConfig(victim.get("arch", "convnet"), width, train)
     else:
         raise ProtectionError(f"victim={victim!r}: pass None (auto), an architecture name, a dict or a VictimConfig.")
@@ -196,15 +195,14 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
     for r in ratios:
         if not 0 < r <= 1:
             raise ProtectionError(f"mix ratio {r} must be in (0, 1]: the share of rows that are protected.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ProtectionError(f"seed={seed!r} must be an integer.")
+    seed = check_seed(seed)
     defence_fns = {d: get_defence(d) for d in defences}
     cfg = _victim(victim, epochs)
     size = working_size(resolution)
     kw = dict(image_column=image_column, label_column=label_column, resolution=size)
     P = load_labelled(protected, desc="Reading protected", **kw)
-    T = load_labelled(test, desc="Reading test", **kw)
-    C = load_labelled(clean, desc="Reading clean", **kw) if clean is not None else None
+    T = load_labelled(test, desc="Reading test", defines_classes=False, **kw)
+    C = load_labelled(clean, desc="Reading clean", defines_classes=False, **kw) if clean is not None else None
     if C is not None:
         _aligned(P, C)
     elif any(r < 1 for r in ratios):

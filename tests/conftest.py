@@ -203,6 +203,24 @@ def tiny_surrogate_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_vit_dir(tmp_path_factory):
+    """A tiny transformers ViT image classifier (random weights) saved as config.json + model.safetensors."""
+    import json
+
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    cfg = ViTConfig(image_size=16, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=1,
+                    num_attention_heads=2, intermediate_size=64, num_labels=10,
+                    id2label=dict(enumerate(CLASS_NAMES)), label2id={n: i for i, n in enumerate(CLASS_NAMES)})
+    path = tmp_path_factory.mktemp("vit") / "tiny-vit"
+    ViTForImageClassification(cfg).eval().save_pretrained(path)
+    (path / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3, "image_std": [0.25] * 3}))
+    return path
+
+
+@pytest.fixture(scope="session")
 def batch_options(tiny_surrogate_dir):
     """name -> options for protect(method=name, ...) that are fast on tiny data."""
     from hf_unlearnable.methods import METHODS

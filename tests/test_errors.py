@@ -387,7 +387,7 @@ def test_numpy_scalars_are_options_like_python_ones():
     assert (cfg.steps, cfg.random_start, cfg.seed) == (5, True, 3)
     json.dumps(cfg.to_dict())                                    # the checkpoint and noise configs are JSON
     assert METHODS["bayes"].config_class.from_options("bayes", sigma=np.float32(0.5)).sigma == 0.5
-    with pytest.raises(ProtectionError, match="seed=-1 must be a non-negative integer"):
+    with pytest.raises(ProtectionError, match="seed=-1 must be an integer from 0"):
         METHODS["random"].config_class.from_options("random", seed=-1)
 
 
@@ -434,3 +434,17 @@ def test_ids_that_key_nothing_are_not_checked(make_ds):
 def test_features_are_respected_for_non_image_column(tiny_ds):
     ds = tiny_ds.cast(Features({**tiny_ds.features, "extra": Value("int32")}))
     assert ds.map(protect(method="random"), batched=True).features == ds.features
+
+
+@pytest.mark.parametrize("largest", [10 ** 6, 2 ** 40, 7])
+def test_plain_integer_labels_that_are_no_class_count_are_refused(largest):
+    """Plain int labels (no ClassLabel) set the number of classes: 10**6 on 6 rows built a million-class surrogate,
+    2**40 tried to allocate terabytes. Refused before anything is sized by them, naming the column and the fix."""
+    import datasets
+
+    ds = datasets.Dataset.from_dict({"image": [png_cell(a) for a in tiny_images(6)], "label": [0, 1, 2, 0, 1, largest]})
+    ds = ds.cast_column("image", Image())
+    with pytest.raises(ProtectionError, match=r"column 'label': its largest label is .*class_encode_column"):
+        craft(ds, "em", mode="samplewise", max_iters=1, min_iters=1)
+    with pytest.raises(ProtectionError, match="class_encode_column"):
+        hf_unlearnable.train_surrogate(ds, epochs=1)

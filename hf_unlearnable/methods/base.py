@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
@@ -52,17 +53,20 @@ class MethodConfig:
 
     def validate(self) -> None:
         """Check field values; subclasses extend. Raise ProtectionError naming the option and the fix."""
-        from .._images import check_epsilon
+        from .._images import check_epsilon, check_seed
 
         for f in fields(self):   # NumPy scalars as Python ones: the checks below and the JSON config take those
             value = getattr(self, f.name)
             if isinstance(value, (np.bool_, np.integer, np.floating)):
                 setattr(self, f.name, value.item())
         self.epsilon = check_epsilon(self.epsilon)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ProtectionError(f"seed={self.seed!r} must be a non-negative integer.")
+        self.seed = check_seed(self.seed)
         for f in fields(self):
             _check_type(f.name, getattr(self, f.name), f.type)
+        if hasattr(self, "surrogate_width"):     # before any data is read: the craft builds a net of this width
+            from ..surrogates.nets import check_size
+
+            check_size(self.surrogate_width, 1, "surrogate_")
 
 
 _SIMPLE_TYPES = {"bool", "int", "float", "str", "None"}
@@ -82,6 +86,8 @@ def _check_type(name: str, value: Any, annotation: Any) -> None:
         ok = bool(allowed & {"int", "float"})
     elif isinstance(value, float):
         ok = "float" in allowed
+        if ok and not math.isfinite(value):    # inf or nan would be compared, clamped or multiplied silently
+            raise ProtectionError(f"{name}={value!r} must be a finite number.")
     else:
         ok = isinstance(value, str) and "str" in allowed
     if not ok:
@@ -119,6 +125,7 @@ class Method:
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     per_batch: ClassVar[bool] = True
     uses_resolution: ClassVar[bool] = True   # works at the working resolution (runs a network); else at full size
+    batch_coupled: ClassVar[bool] = False    # per-batch noise depends on which rows share a batch (not only the row)
     uses_labels: ClassVar[bool] = False
     splits_across_processes: ClassVar[bool] = False
     splits_note: ClassVar[str] = ""   # which forms split, when `splits` narrows it (shown in the refusal message)

@@ -119,12 +119,22 @@ def bayes_error(z: torch.Tensor, labels: torch.Tensor, num_classes: int | None =
         raise ProtectionError(f"bayes_error expects features of shape [N, D], got {tuple(z.shape)}.")
     if len(z) < 2:
         raise ProtectionError("bayes_error needs at least two points (it is a leave-one-out estimate).")
-    if not sigma > 0:
-        raise ProtectionError(f"sigma={sigma!r} must be positive.")
+    check_sigma(sigma)
     labels = torch.as_tensor(labels, device=z.device).long()
     k = int(num_classes if num_classes is not None else int(labels.max()) + 1)
     onehot = F.one_hot(labels, k).to(z.dtype)
     return _BayesErrorFn.apply(z, onehot, float(sigma), int(chunk_size))
+
+
+SIGMA_RANGE = (1e-3, 1e3)
+
+
+def check_sigma(sigma) -> None:
+    """The kernel width, in a range where 1 / (2 sigma^2) and the weights stay ordinary floats."""
+    lo, hi = SIGMA_RANGE
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not lo <= sigma <= hi:
+        raise ProtectionError(f"sigma={sigma!r} must be a number from {lo:g} to {hi:g} (the kernel width on features "
+                              "scaled to [-1, 1]; default 0.3).")
 
 
 def feature_scale(features: torch.Tensor) -> torch.Tensor:
@@ -178,8 +188,7 @@ class BayesConfig(MethodConfig):
             self.step_size = self.epsilon / 10
         if not 0 < self.step_size <= self.epsilon:
             raise ProtectionError(f"step_size={self.step_size!r} must be in (0, epsilon].")
-        if not (isinstance(self.sigma, (int, float)) and self.sigma > 0):
-            raise ProtectionError(f"sigma={self.sigma!r} must be a positive number.")
+        check_sigma(self.sigma)
         for name in ("steps", "chunk_size", "feature_batch", "passes", "subset_size", "steps_per_batch",
                      "surrogate_epochs"):
             v = getattr(self, name)
@@ -276,6 +285,7 @@ class BayesErrorOptimisation(SurrogateMethod):
     name = "bayes"
     config_class = BayesConfig
     uses_labels = True
+    batch_coupled = True         # the Bayes-error estimate is over the batch's rows together
     splits_across_processes = True
     _target_map: torch.Tensor | None = None   # the targeted term's class per label, set per form by _choose_targets
 

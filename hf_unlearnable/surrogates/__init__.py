@@ -164,11 +164,19 @@ class Surrogate(torch.nn.Module):
         """
         kw = dict(revision=revision, token=token, cache_dir=cache_dir, force_download=force_download,
                   local_files_only=local_files_only)
+        from ._weights import check_config, check_fits, check_transformers_size, header_shapes
+
         folder, cfg_dict = fetch_artefact(pretrained_model_name_or_path, WEIGHTS_NAME, "surrogate", **kw)
-        if "model_type" in cfg_dict and "arch" not in cfg_dict:
-            return cls.from_transformers(pretrained_model_name_or_path, **kw)
         what = f"surrogate {str(pretrained_model_name_or_path)!r}"
+        if "model_type" in cfg_dict and "arch" not in cfg_dict:
+            check_transformers_size(folder, what)
+            return cls.from_transformers(pretrained_model_name_or_path, **kw)
         config = config_from_dict(SurrogateConfig, cfg_dict, what)
+        check_config(config, what)
+        if config.arch not in ARCHITECTURES and config.arch != TRANSFORMERS_ARCH:
+            raise ProtectionError(f"{what}: unknown surrogate architecture {config.arch!r}; available: "
+                                  f"{sorted(ARCHITECTURES) + [TRANSFORMERS_ARCH]}.")
+        check_fits(lambda: cls(config).model, header_shapes(folder / WEIGHTS_NAME, what), what)
         sur = cls(config, name_or_path=str(pretrained_model_name_or_path))
         try:
             sur.model.load_state_dict(read_safetensors(folder / WEIGHTS_NAME, what, (), framework="torch"))
@@ -196,14 +204,19 @@ class Surrogate(torch.nn.Module):
             image_mean = image_mean if image_mean is not None else pre.get("image_mean")
             image_std = image_std if image_std is not None else pre.get("image_std")
             try:
-                model = AutoModelForImageClassification.from_pretrained(
+                model, loading = AutoModelForImageClassification.from_pretrained(
                     str(model), revision=revision, token=token, use_safetensors=True, trust_remote_code=False,
                     cache_dir=hub_kwargs.get("cache_dir"), force_download=hub_kwargs.get("force_download", False),
-                    local_files_only=hub_kwargs.get("local_files_only", False))
+                    local_files_only=hub_kwargs.get("local_files_only", False), output_loading_info=True)
             except (OSError, ValueError) as exc:   # ValueError: an architecture only the repo's own code defines
                 raise ProtectionError(f"surrogate {name!r}: cannot load it as a transformers image classifier from "
                                       f"safetensors ({exc}). Pickled weights (.bin) and a repo's own code "
                                       "(trust_remote_code) are never loaded.") from None
+            if loading.get("missing_keys"):   # transformers fills these with random values and carries on
+                missing = sorted(loading["missing_keys"])
+                raise ProtectionError(f"surrogate {name!r}: its safetensors weights lack {len(missing)} of the "
+                                      f"model's tensors (e.g. {missing[:3]}), which would be random: it is not a "
+                                      "checkpoint of the architecture its config.json names.")
         hf = model.config
         size = getattr(hf, "image_size", None)
         size = [size, size] if isinstance(size, int) else (list(size) if size else None)

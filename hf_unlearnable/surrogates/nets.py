@@ -95,11 +95,24 @@ class ResNet18(_Net):
 ARCHITECTURES = {"convnet": ConvNet, "resnet18": ResNet18}
 
 
-def build(arch: str, num_classes: int, width: int | None = None) -> nn.Module:
-    from ..errors import ProtectionError
+MAX_WIDTH = 256          # 4x the standard ResNet-18's 64: wider nets do not fit a CPU or one GPU's crafting budget
+MAX_CLASSES = 100_000
 
+
+def check_size(width, num_classes, where: str = "") -> None:
+    """A network's sizes, checked before anything is allocated from them (they may come from a downloaded
+    config.json or a label column)."""
+    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_WIDTH):
+        raise ProtectionError(f"{where}width={width!r} must be an integer from 1 to {MAX_WIDTH} (the network's base "
+                              "width), or None for the architecture's default.")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= MAX_CLASSES:
+        raise ProtectionError(f"{where}num_classes={num_classes!r} must be an integer from 1 to {MAX_CLASSES:,}.")
+
+
+def build(arch: str, num_classes: int, width: int | None = None) -> nn.Module:
     if arch not in ARCHITECTURES:
         raise ProtectionError(f"unknown architecture {arch!r}; available: {sorted(ARCHITECTURES)}.")
+    check_size(width, num_classes)
     kwargs = {"num_classes": num_classes}
     if width is not None:
         kwargs["width"] = width

@@ -22,9 +22,9 @@ from .._data import check_same_task, load_labelled
 from ..errors import ProtectionError
 from ..training import TrainConfig, accuracy, fit, nchw
 from . import Surrogate, SurrogateConfig
-from .nets import ARCHITECTURES
+from .nets import ARCHITECTURES, check_size
 
-from .._images import DEFAULT_RESOLUTION, working_size
+from .._images import DEFAULT_RESOLUTION, check_seed, working_size
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +37,11 @@ def _check_arguments(arch: Any, width: Any, epochs: Any, seed: Any, adversarial_
         raise ProtectionError(f"arch={arch!r} is not a surrogate architecture train_surrogate can build; pass one of "
                               f"{sorted(ARCHITECTURES)} (a transformers model is wrapped with "
                               "Surrogate.from_transformers instead).")
-    if width is not None and (not _is_int(width) or width < 1):
-        raise ProtectionError(f"width={width!r} must be a positive int (the network's base width), or None for the "
-                              f"architecture's default.")
+    check_size(width, 1)
     if not _is_int(epochs) or epochs < 1:
         raise ProtectionError(f"epochs={epochs!r} must be an int of at least 1 (passes over the data); the default "
                               "is 12.")
-    if not _is_int(seed):
-        raise ProtectionError(f"seed={seed!r} must be an int.")
+    check_seed(seed)
     if isinstance(adversarial_epsilon, (bool, np.bool_)):
         raise ProtectionError(f"adversarial_epsilon={adversarial_epsilon!r} is not a number; pass 0 (standard "
                               "training) or a radius in [0, 1] pixel units, e.g. 2/255.")
