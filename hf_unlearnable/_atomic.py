@@ -199,3 +199,24 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+def check_writable(path: str | os.PathLike, name: str) -> Path:
+    """Refuse, before any work, a folder path that cannot be created or written: empty, under a file, on a
+    read-only or full file system, or without permission. Nothing is left behind by the check."""
+    from .errors import ProtectionError
+
+    named = f"{name} {str(path)!r}" if name.startswith("--") else f"{name}={str(path)!r}"
+    if not str(path).strip():
+        raise ProtectionError(f"{named} is empty; pass a folder path.")
+    target = Path(os.path.expanduser(str(path)))
+    blocking = file_in_the_way(target, include_self=True)
+    if blocking is not None:
+        raise ProtectionError(f"{named}: {str(blocking)!r} is a file, not a folder; choose another path.")
+    probe_in = next((p for p in (target, *target.parents) if p.is_dir()), Path.cwd())
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-check-", dir=probe_in))
+    except OSError as exc:
+        raise ProtectionError(f"{named}: cannot write in {str(probe_in)!r} ({exc.strerror}); choose another "
+                              "folder.") from None
+    return target

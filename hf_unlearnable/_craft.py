@@ -40,6 +40,10 @@ def craft(dataset: Any, method: str, *, epsilon: float = 8 / 255, seed: int = 0,
     cfg = cls.config_class.from_options(method, epsilon=epsilon, seed=seed, **options)
     size = check_resolution(resolution) or cls(cfg).working_resolution()
     cls.check_processes(cfg)      # before reading the data, before torch.distributed
+    if checkpoint_dir is not None:    # before the work: not after the first round, when it first writes there
+        from ._atomic import check_writable
+
+        check_writable(checkpoint_dir, "checkpoint_dir")
     agnostic = False
     if cls.uses_labels and label_column is None:
         agnostic = find_label_column(dataset, image_column) is None

@@ -22,10 +22,12 @@ import shutil
 import sys
 import textwrap
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ._atomic import atomic_dir, file_in_the_way, scratch_dir, write_text_atomic
+from ._atomic import atomic_dir, check_writable, file_in_the_way, scratch_dir, write_text_atomic
+from ._cli_errors import describe_failure, interrupts
 from .errors import ProtectionError
 
 logger = logging.getLogger("hf_unlearnable.cli")
@@ -190,6 +192,7 @@ def check_output(output: str, overwrite: bool, *inputs: str | None) -> Path:
                               "another folder.")
     if target.exists() and not target.is_dir():
         raise ProtectionError(f"--output {output!r} exists and is not a folder; remove it or choose another path.")
+    check_writable(target.parent if target.exists() else target, "--output")
     return target
 
 
@@ -204,6 +207,7 @@ def check_file_outputs(**paths: str | None) -> None:
         blocking = file_in_the_way(target)
         if blocking is not None:
             raise ProtectionError(f"--{flag} {path!r}: {str(blocking)!r} is a file, not a folder.")
+        check_writable(target.parent, f"--{flag}")
 
 
 # -- logging and progress ------------------------------------------------------------------------------------------
@@ -311,6 +315,19 @@ def _add_protect(sub) -> None:
     p.set_defaults(func=cmd_protect)
 
 
+def _check_num_proc(method: str, num_proc: int | None) -> None:
+    """Several processes split the rows into other batches: refused where the batch shapes the bytes."""
+    from .methods import METHODS
+
+    cls = METHODS.get(method)
+    if num_proc is not None and num_proc > 1 and cls is not None and cls.batch_coupled:
+        raise ProtectionError(f"--num-proc {num_proc}: {method}'s per-batch noise depends on which rows share a batch, "
+                              "and several processes batch the rows differently, so the bytes would depend on "
+                              f"--num-proc. Run with --num-proc 1, or craft it over the whole set (`craft --method "
+                              f"{method}`, which splits across processes itself) and apply that with --noise DIR "
+                              "--num-proc N.")
+
+
 def cmd_protect(args: argparse.Namespace) -> int:
     from . import load_noise, protect
     from ._images import check_epsilon
@@ -323,6 +340,7 @@ def cmd_protect(args: argparse.Namespace) -> int:
     if args.noise is not None:
         transform = protect(noise=load_noise(args.noise), epsilon=args.epsilon, seed=args.seed, **cols, **options)
     else:
+        _check_num_proc(args.method or "em", args.num_proc)
         transform = protect(args.method or "em", epsilon=args.epsilon, seed=args.seed, **cols, **options)
     target = check_output(args.output, args.overwrite, args.data, args.noise)   # after the options: say what's wrong
     ds = load_source(args.data, args.split)
@@ -915,7 +933,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error (argparse already printed it)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     verbosity = args.verbose - args.quiet
-    with _logging(verbosity):
+    with _logging(verbosity), interrupts() as interrupted:
         try:
             return int(args.func(args) or 0)
         except ProtectionError as exc:
@@ -924,12 +942,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        except Exception as exc:    # the OS, the network, a worker pool: one line, never a traceback unless -v
+            if interrupted():       # e.g. a worker pool's TimeoutError while Ctrl-C tears it down
+                print("interrupted", file=sys.stderr)
+                return 130
+            if verbosity > 0:
+                traceback.print_exc()
+            print(f"error: {describe_failure(exc)}", file=sys.stderr)
+            return 2
 
 
 def _command_line_hint(message: str) -> str:
     """The library's messages name Python arguments; on the command line the same fix is a flag."""
     flags = [f"--{name.replace('_', '-')}" for name in ("image_column", "label_column", "id_column", "resolution",
-                                                         "class_map", "clusters", "adversarial_epsilon")
+                                                         "class_map", "clusters", "adversarial_epsilon", "checkpoint_dir")
              if f"{name}=" in message]
     return f"\n(on the command line: {' / '.join(flags)})" if flags else ""
 
