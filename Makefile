@@ -15,7 +15,7 @@ DEMO_ARGS   ?=
 BENCH_ARGS  ?=
 SPACE_ARGS  ?=
 
-.PHONY: all venv demo test test-slow bench space clean distclean help
+.PHONY: all venv demo test test-slow fuzz bench space clean distclean help
 
 all: demo
 
@@ -24,6 +24,7 @@ help:
 	@echo "make demo       protect the bundled CIFAR-10 slice 3 ways, train victims, print one table (~10 min CPU)"
 	@echo "make test       the default test suite (not slow; includes the real-CIFAR-10 end-to-end test)"
 	@echo "make test-slow  only the tests marked slow"
+	@echo "make fuzz       the fuzz suite with many more examples, and the fault tests with more kills (~15 min)"
 	@echo "make bench      benchmarks/efficacy.py (results in benchmarks/results/)"
 	@echo "make space      run the Gradio Space locally (hub_scripts/space/app.py; SPACE_ARGS='--noise DIR --port N')"
 	@echo "make clean      remove build/test leftovers and runs/demo (keeps .venv); distclean also removes .venv"
@@ -44,6 +45,10 @@ test: venv
 
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+fuzz: venv
+	HF_UNLEARNABLE_FUZZ=slow HF_UNLEARNABLE_FAULT_KILLS=20 $(BIN)/python -m pytest -q tests/test_fuzz.py \
+		tests/test_faults.py tests/test_atomic.py $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python benchmarks/efficacy.py $(BENCH_ARGS)

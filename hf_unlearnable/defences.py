@@ -49,6 +49,6 @@ TRAINING_OPTIONS = {"adversarial": {"adversarial_epsilon": 8 / 255, "adversarial
 
 
 def get_defence(name: str):
-    if name not in DEFENCES:
+    if not isinstance(name, str) or name not in DEFENCES:
         raise ProtectionError(f"unknown defence {name!r}; available: {sorted(DEFENCES)}.")
     return DEFENCES[name]

@@ -188,6 +188,9 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
         mix = [mix]
     if isinstance(defences, str):
         defences = [defences]
+    if not isinstance(defences, (list, tuple)) or not defences:
+        raise ProtectionError(f"defences={defences!r} must be a defence name or a non-empty list of them, e.g. "
+                              "['none', 'jpeg10'].")
     try:
         ratios = [float(r) for r in mix]
     except (TypeError, ValueError):

@@ -21,6 +21,7 @@ import pytest
 
 import hf_unlearnable.transform as transform_module
 from hf_unlearnable import ProtectionError, craft, protect
+from hf_unlearnable.methods import METHODS
 from tests.conftest import (BATCH_COUPLED, PNG_SIGNATURE, build_dataset, deadline, decode_bytes, png_cell,
                             protect_with, stored_arrays, stored_cells, stored_digest, tiny_images)
 
@@ -114,6 +115,7 @@ def test_random_seed_matters(form, tiny_ds):
 
 
 def test_per_batch_bytes_do_not_depend_on_batching(case, per_batch_only, tiny_ds, batch_options):
+    assert set(BATCH_COUPLED) == {name for name, cls in METHODS.items() if cls.batch_coupled}
     if case.method in BATCH_COUPLED:
         pytest.skip(f"{case.method} is batch-coupled: {BATCH_COUPLED[case.method]}")
     ref = stored_digest(protect_with(case, tiny_ds, batch_size=7, batch_options=batch_options))
