@@ -189,9 +189,9 @@ class Noise:
                     name = (self.config.class_names or [None] * len(self.steps))[y]
                     raise ProtectionError(
                         f"{row_in_batch(i, indices)}: class {y}{f' ({name!r})' if name else ''} has an empty pattern "
-                        "in this noise (it "
-                        "had no rows when the noise was crafted), so this row would be released unchanged. Craft "
-                        "the noise on data with rows of every class, or leave these rows out.")
+                        "in this noise (the class had no rows when the noise was crafted, or its noise rounded to "
+                        "zero in too short a craft), so this row would be released unchanged. Craft the noise on "
+                        "data with rows of every class (with more rounds: min_iters=), or leave these rows out.")
                 st = self.steps[y]
             else:
                 j = self._index.get(ids[i])
