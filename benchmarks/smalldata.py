@@ -30,6 +30,7 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     "em-classwise": ("classwise", {}),
     "em-samplewise": ("samplewise", {}),
     "em-classwise-all-rows": ("classwise", {"subset": 1.0}),
+    "em-classwise-mean-20pct": ("classwise", {"subset": 0.2, "class_step": "mean"}),   # the defaults before class_step's "sign"
     "em-classwise-all-rows-20": ("classwise", {"subset": 1.0, "min_iters": 20}),
     "em-classwise-resnet": ("classwise", {"surrogate_arch": "resnet18", "surrogate_width": 16}),
     "em-classwise-demo": ("classwise", {"batch_size": 64, "min_iters": 20, "max_iters": 20}),

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 MODES = ("samplewise", "classwise")
 PGD_PIXELS = 2 ** 21       # image pixels per per-batch PGD chunk (at most batch_size rows; 41 of 224x224)
+SUBSET_ROWS = 10_000       # class-wise: rows the noise is fitted on by default (the paper's 10k CIFAR-10 subset)
+CLASS_STEPS = ("sign", "mean")
 
 
 @dataclass
@@ -51,7 +53,12 @@ class EMConfig(MethodConfig):
     stop_error: float = 0.01            # stop once the surrogate's error on x + delta is below this
     min_iters: int = 10                 # safety floor on outer rounds (not in the paper; cpu-training.md)
     max_iters: int = 40                 # ceiling on outer rounds (not in the paper)
-    subset: float = 0.2                 # class-wise: stratified fraction of the data used (paper: 20 %)
+    subset: float | None = None         # class-wise: stratified fraction of the rows the noise is fitted on;
+                                        # None: all rows up to SUBSET_ROWS (the paper's 20 % of CIFAR-10's 50k)
+    class_step: str = "sign"            # class-wise noise update: "sign", a signed step on the gradient summed over
+                                        # the class's rows (PGD on the shared pattern); "mean", the mean of the rows'
+                                        # own signed steps (the reference code's: a smaller pattern that protects
+                                        # less, benchmarks/results/anydata-classwise-probe.md)
     lr: float = 0.1                     # surrogate SGD learning rate while crafting
     surrogate_arch: str = "convnet"     # craft: architecture of the fresh surrogate ("resnet18" is the paper's)
     surrogate_width: int | None = None
@@ -75,8 +82,10 @@ class EMConfig(MethodConfig):
         if self.min_iters > self.max_iters:
             raise ProtectionError(f"min_iters={self.min_iters} exceeds max_iters={self.max_iters}; for a shorter run "
                                   f"lower both (e.g. min_iters={self.max_iters}, max_iters={self.max_iters}).")
-        if not 0 < self.subset <= 1:
-            raise ProtectionError(f"subset={self.subset!r} must be in (0, 1].")
+        if self.subset is not None and not 0 < self.subset <= 1:
+            raise ProtectionError(f"subset={self.subset!r} must be in (0, 1], or None (all rows up to {SUBSET_ROWS:,}).")
+        if self.class_step not in CLASS_STEPS:
+            raise ProtectionError(f"class_step={self.class_step!r} is not one of {CLASS_STEPS}.")
         if not 0 <= self.stop_error < 1:
             raise ProtectionError(f"stop_error={self.stop_error!r} must be in [0, 1).")
         if not 0 < self.step_size <= self.epsilon:
@@ -107,6 +116,31 @@ def pgd_min(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, delta: tor
         x_adv = (x + (x_adv - x).clamp(-epsilon, epsilon)).clamp(0, 1)
     model.train(was_training)
     return (x_adv - x).detach()
+
+
+def pgd_min_classwise(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, class_delta: torch.Tensor, *,
+                      epsilon: float, step_size: float, steps: int, bf16: bool = True) -> torch.Tensor:
+    """Class-wise error-*minimising* PGD: each class present in the batch moves its one pattern by a signed step on
+    the loss gradient summed over its rows (indexing the patterns by label sums it). Returns all K patterns."""
+    from ..training import autocast, memory_format
+
+    was_training = model.training
+    model.eval()
+    dev = x.device
+    classes, position = torch.unique(y, return_inverse=True)
+    out = class_delta.clone()
+    d = out[classes]
+    for _ in range(steps):
+        d = d.detach().requires_grad_(True)
+        x_adv = (x + d[position]).clamp(0, 1)
+        with autocast(dev, bf16):
+            loss = F.cross_entropy(model(x_adv.contiguous(memory_format=memory_format(dev))).float(), y,
+                                   reduction="sum")
+        (grad,) = torch.autograd.grad(loss, d)
+        d = (d.detach() - step_size * grad.sign()).clamp(-epsilon, epsilon)
+    model.train(was_training)
+    out[classes] = d
+    return out
 
 
 def classwise_average(eta: torch.Tensor, y: torch.Tensor, class_delta: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -212,8 +246,9 @@ class ErrorMinimizing(SurrogateMethod):
         group = process_group()
         dev = group.device or device()
         num_classes = data.num_classes
+        subset = cfg.subset if cfg.subset is not None else min(1.0, SUBSET_ROWS / len(data))
         rows = (np.arange(len(data)) if cfg.mode == "samplewise"
-                else stratified_subset(data.labels, cfg.subset, cfg.seed))
+                else stratified_subset(data.labels, subset, cfg.seed))
         n_rows = len(rows)
         bs = min(cfg.batch_size, n_rows)   # never train on one small set repeated within a batch
         nbs = cfg.noise_batch_size or (bs if cfg.mode == "samplewise" else max(16, min(bs, n_rows // 20)))
@@ -281,6 +316,9 @@ class ErrorMinimizing(SurrogateMethod):
                 y = labels[idx].to(dev)
                 if cfg.mode == "samplewise":
                     delta[idx] = self._noise_step(model, x, y, delta[idx].to(dev), history).cpu()
+                elif cfg.class_step == "sign":
+                    delta = pgd_min_classwise(model, x, y, delta.to(dev), epsilon=cfg.epsilon,
+                                              step_size=cfg.step_size, steps=cfg.steps).cpu()
                 else:
                     eta = self._noise_step(model, x, y, delta[labels[idx]].to(dev), history)
                     delta = classwise_average(eta.cpu(), labels[idx], delta, cfg.epsilon)
@@ -316,7 +354,7 @@ class ErrorMinimizing(SurrogateMethod):
             logger.warning("%s stopped at max_iters=%d with surrogate error %.4f (target < %.4f)", self.name, cfg.max_iters,
                            history[-1]["error"] if history else float("nan"), cfg.stop_error)
         stats = {"rounds": len(history), "final_error": history[-1]["error"] if history else None,
-                 "reached_stop_error": done, "history": history}
+                 "reached_stop_error": done, "rows_fitted": n_rows, "history": history}
         deltas = delta.permute(0, 2, 3, 1).numpy()
         return Noise.from_deltas(deltas, ids=data.ids if cfg.mode == "samplewise" else None, epsilon=cfg.epsilon,
                                  method=self.name, kind=cfg.mode, method_config=self.config.to_dict(),

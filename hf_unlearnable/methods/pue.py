@@ -31,6 +31,8 @@ class PUEConfig(EMConfig):
     """PUE options; defaults from make_pue.sh (methods.md §3.3) except the draw counts (see module docstring)."""
 
     mode: str = "classwise"
+    subset: float | None = 0.2          # make_pue.sh's 20 % (EM's None default would fit up to 10k rows)
+    class_step: str = "mean"            # the paper's update; the certificate follows its procedure
     train_steps: int = 20
     stop_error: float = 0.1
     robust_noise: float = 0.25          # largest weight-noise level sigma_J
@@ -44,6 +46,9 @@ class PUEConfig(EMConfig):
         super().validate()
         if self.mode != "classwise":
             raise ProtectionError(f"PUE crafts class-wise noise; mode={self.mode!r} is not supported.")
+        if self.class_step != "mean":
+            raise ProtectionError(f"class_step={self.class_step!r}: PUE takes the paper's mean update only (its "
+                                  "noise steps are averaged over weight draws); drop class_step=.")
         if not (self.robust_noise >= 0 and self.robust_noise_step > 0):
             raise ProtectionError("robust_noise must be >= 0 and robust_noise_step > 0.")
         if self.avgtimes < 1 or self.avgtimes_perturb < 1:

@@ -19,6 +19,7 @@ from hf_unlearnable.surrogates.nets import build
 from tests.conftest import FAST_OPTIONS, build_dataset, stored_arrays
 
 EPS = 8 / 255
+EM_FAST = FAST_OPTIONS["em"]
 
 
 @pytest.fixture
@@ -111,9 +112,10 @@ def test_em_config_defaults_and_validation():
     assert EMConfig.from_options("em", mode="classwise", steps=5).steps == 5
     cfg = EMConfig.from_options("em")
     assert cfg.epsilon == pytest.approx(8 / 255) and cfg.step_size == pytest.approx(0.8 / 255)
-    assert cfg.mode == "samplewise" and cfg.subset == 0.2 and cfg.stop_error == 0.01
+    assert cfg.mode == "samplewise" and cfg.subset is None and cfg.stop_error == 0.01 and cfg.class_step == "sign"
     for bad in (dict(mode="global"), dict(steps=0), dict(train_steps=-1), dict(min_iters=3, max_iters=2),
-                dict(subset=1.5), dict(stop_error=1.0), dict(step_size=0.0), dict(epsilon=4 / 255, step_size=5 / 255)):
+                dict(subset=1.5), dict(stop_error=1.0), dict(step_size=0.0), dict(epsilon=4 / 255, step_size=5 / 255),
+                dict(class_step="median")):
         with pytest.raises(ProtectionError):
             EMConfig.from_options("em", **bad)
 
@@ -313,3 +315,36 @@ def test_per_batch_em_with_bundled_default_surrogate(cifar_slice):
         return _loss(sur.eval(), torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255, y)
 
     assert loss(after) < loss(before)
+
+
+# -- class-wise update -------------------------------------------------------------------------------------------
+def test_classwise_sign_step_moves_each_pattern_by_its_rows_summed_gradient():
+    """One step: each class present moves by step_size * sign(sum of its rows' gradients) (clipped to epsilon);
+    classes absent from the batch keep their pattern."""
+    from hf_unlearnable.methods.em import pgd_min_classwise
+
+    torch.manual_seed(0)
+    model = build("convnet", 3, 8).eval()
+    x = torch.rand(6, 3, 16, 16) * 0.5 + 0.25
+    y = torch.tensor([0, 2, 0, 2, 2, 0])
+    start = torch.zeros(3, 3, 16, 16)
+    start[1] = 0.01
+    eps, step = 8 / 255, 2 / 255
+    out = pgd_min_classwise(model, x, y, start, epsilon=eps, step_size=step, steps=1, bf16=False)
+    xg = x.clone().requires_grad_(True)
+    F.cross_entropy(model(xg), y, reduction="sum").backward()
+    for k in (0, 2):
+        want = (-step * xg.grad[y == k].sum(0).sign()).clamp(-eps, eps)
+        torch.testing.assert_close(out[k], want)
+    torch.testing.assert_close(out[1], start[1])
+    # after more steps every pattern sits in the box, much of it at its edge
+    out = pgd_min_classwise(model, x, y, start, epsilon=eps, step_size=step, steps=8, bf16=False)
+    assert out.abs().max() <= eps + 1e-7 and (out[0].abs() > eps - 1e-6).float().mean() > 0.3
+
+
+def test_classwise_default_fits_all_rows_of_a_small_set(tiny_ds):
+    noise = craft(tiny_ds, "em", **{**EM_FAST, "mode": "classwise"})
+    assert noise.config.stats["rows_fitted"] == tiny_ds.num_rows
+    assert craft(tiny_ds, "em", **{**EM_FAST, "mode": "classwise", "subset": 0.5}).config.stats["rows_fitted"] < 40
+    mean = craft(tiny_ds, "em", **{**EM_FAST, "mode": "classwise", "class_step": "mean"})
+    assert not np.array_equal(mean.steps, noise.steps)
