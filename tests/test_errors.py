@@ -448,3 +448,17 @@ def test_plain_integer_labels_that_are_no_class_count_are_refused(largest):
         craft(ds, "em", mode="samplewise", max_iters=1, min_iters=1)
     with pytest.raises(ProtectionError, match="class_encode_column"):
         hf_unlearnable.train_surrogate(ds, epochs=1)
+
+
+def test_one_pixel_images_are_never_released_unprotected():
+    """1x1 images with a ResNet surrogate crafted noise that was exactly zero, released as if protected. Now the
+    craft's noise is refused when empty, and a row it would leave unchanged is refused when applied."""
+    from tests.conftest import build_dataset
+
+    images = [np.random.default_rng(i).integers(0, 256, (1, 1, 3), dtype=np.uint8) for i in range(20)]
+    ds = build_dataset(images, labels=[i % 10 for i in range(20)])
+    for mode in ("samplewise", "classwise"):
+        with pytest.raises(ProtectionError, match="unchanged|zero on every pixel|empty pattern"):
+            noise = craft(ds, "em", mode=mode, surrogate_arch="resnet18", surrogate_width=8, max_iters=1,
+                          min_iters=1, steps=1)
+            ds.map(protect(noise=noise), batched=True)
