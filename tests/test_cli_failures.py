@@ -73,7 +73,8 @@ def test_checkpoint_dir_is_checked_before_any_work(tiny, tmp_path, capsys, check
 
 
 @pytest.mark.parametrize("option, match", [("seed", "2**63"), ("surrogate_width=0", "surrogate_width"),
-                                           ("surrogate_width=1000000000", "surrogate_width"), ("surrogate_width=-3", "surrogate_width"),
+                                           ("surrogate_width=-3", "surrogate_width"),
+                                           ("surrogate_width=1000000000", "surrogate_width"),
                                            ("lr=Infinity", "finite")])
 def test_out_of_range_options_are_refused(tiny, tmp_path, capsys, option, match):
     src, _ = tiny
