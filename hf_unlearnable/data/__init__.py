@@ -41,3 +41,9 @@ def load_cifar10(split: str = "train", source: str = "bundled"):
         raise ProtectionError(f"{str(path)!r} does not exist: pass source='bundled', 'hub', or a folder with "
                               "train.parquet and test.parquet.")
     return datasets.load_dataset("parquet", data_files={split: str(path)}, split=split)
+
+
+from ._outputs import FORMATS, write_dataset  # noqa: E402  (they use load_cifar10's module lazily)
+from ._sources import FILE_NAME, SOURCES_HELP, load_source  # noqa: E402
+
+__all__ = ["FILE_NAME", "FORMATS", "SOURCES_HELP", "load_cifar10", "load_source", "per_class_rows", "write_dataset"]
