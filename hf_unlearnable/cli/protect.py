@@ -1,0 +1,119 @@
+"""`hf-unlearnable protect`: map protect(...) over a dataset (a method per batch, or a crafted noise) and save it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import time
+
+from .._atomic import atomic_dir, scratch_dir
+from ..errors import ProtectionError
+from ._common import add_common, add_verbosity, check_output, given, load_source, parse_class_map, parse_epsilon, \
+    parse_options, positive_int, wrap
+
+logger = logging.getLogger("hf_unlearnable.cli")
+
+
+def register(sub) -> None:
+    from ..methods import METHODS
+
+    p = sub.add_parser(
+        "protect", help="protect a dataset per batch with a method or a crafted noise, and save it",
+        description=wrap("Load a dataset, map protect(...) over it (batched, with row indices, so errors name "
+                         "rows), and save the result with Dataset.save_to_disk. The output is written to a temporary "
+                         "sibling folder and renamed into place only when complete. Images come back as fresh PNGs "
+                         "within epsilon of the originals after uint8 rounding; every other column, the row order "
+                         "and the row count are kept."),
+        epilog="examples:\n"
+               "  hf-unlearnable protect --method random --output out/random\n"
+               "  hf-unlearnable protect --method em --option steps=10 --output out/em\n"
+               "  hf-unlearnable craft --method em --mode classwise --output noise/em-cw\n"
+               "  hf-unlearnable protect --noise noise/em-cw --output out/em-cw",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common(p)
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--method", default=None, metavar="NAME",
+                     help=f"protection method applied per batch, one of {sorted(METHODS)}. 'em' is error-minimising "
+                          "PGD against the fixed, bundled pretrained surrogate (the paper's full min-min is "
+                          "`craft`). Default: em (when --noise is not given).")
+    how.add_argument("--noise", default=None, metavar="DIR",
+                     help="apply a crafted noise instead (a folder with config.json + noise.safetensors, as written "
+                          "by `hf-unlearnable craft`); class-wise noise is applied by label, sample-wise noise by "
+                          "row id.")
+    p.add_argument("--epsilon", type=parse_epsilon, default=None,
+                   help="L-inf budget in [0, 1] pixel units: 8/255 or a float such as 0.0314 (8 alone is refused: "
+                        "did you mean 8/255?). Default: 8/255; with --noise, the noise's own budget.")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method option, repeatable, e.g. --option steps=10 --option random_start=true; values are "
+                        "read as JSON when possible (ints, floats, true/false, null), a/b as a fraction, else as a "
+                        "string. Default: the method's (paper) defaults.")
+    p.add_argument("--id-column", default=None,
+                   help="column of stable row ids that keys sample-wise noise. Default: 'id' if present, else a "
+                        "hash of the original pixels.")
+    p.add_argument("--resolution", type=positive_int, default=None, metavar="N",
+                   help="working size (N x N) of methods that run a network; their noise is resized to each image's "
+                        "own size, which the output keeps. Default: the surrogate's (32 for the bundled one).")
+    p.add_argument("--class-map", type=parse_class_map, default=None, metavar="MAP",
+                   help="with --noise (class-wise): apply it to a dataset with other classes. 'index' (your class k "
+                        "gets pattern k) or a JSON object {your class: noise class}, names or indices, e.g. "
+                        "'{\"tabby\": \"cat\", \"3\": 5}'. Default: the dataset's classes must be the noise's.")
+    p.add_argument("--output", required=True, metavar="DIR", help="folder to write (Dataset.save_to_disk). Required.")
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists. Default: refuse.")
+    p.add_argument("--num-proc", type=positive_int, default=None, metavar="N",
+                   help="processes for Dataset.map and save_to_disk; output bytes do not depend on it. Default: 1.")
+    p.add_argument("--batch-size", type=positive_int, default=256, metavar="N",
+                   help="rows per map batch. Default: 256.")
+    add_verbosity(p)
+    p.set_defaults(func=run)
+
+
+def _check_num_proc(method: str, num_proc: int | None) -> None:
+    """Several processes split the rows into other batches: refused where the batch shapes the bytes."""
+    from ..methods import METHODS
+
+    cls = METHODS.get(method)
+    if num_proc is not None and num_proc > 1 and cls is not None and cls.batch_coupled:
+        raise ProtectionError(f"--num-proc {num_proc}: {method}'s per-batch noise depends on which rows share a batch, "
+                              "and several processes batch the rows differently, so the bytes would depend on "
+                              f"--num-proc. Run with --num-proc 1, or craft it over the whole set (`craft --method "
+                              f"{method}`, which splits across processes itself) and apply that with --noise DIR "
+                              "--num-proc N.")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import load_noise, protect
+    from .._images import check_epsilon
+
+    if args.epsilon is not None:
+        check_epsilon(args.epsilon)
+    options = parse_options(args.option)
+    cols = dict(image_column=args.image_column, label_column=args.label_column, id_column=args.id_column)
+    cols.update(given(resolution=args.resolution, class_map=args.class_map))
+    if args.noise is not None:
+        transform = protect(noise=load_noise(args.noise), epsilon=args.epsilon, seed=args.seed, **cols, **options)
+    else:
+        _check_num_proc(args.method or "em", args.num_proc)
+        transform = protect(args.method or "em", epsilon=args.epsilon, seed=args.seed, **cols, **options)
+    target = check_output(args.output, args.overwrite, args.data, args.noise)   # after the options: say what's wrong
+    ds = load_source(args.data, args.split)
+    logger.info("protecting %d rows of %s [%s] with %r", len(ds), args.data, args.split, transform)
+    with atomic_dir(target) as tmp:
+        # map's own cache goes to a scratch folder beside the output (not into the source folder or the HF cache,
+        # which may be read-only or shared) and is deleted once the dataset is saved.
+        scratch = scratch_dir(tmp.parent, f".{target.name}.map-")
+        try:
+            t0 = time.perf_counter()
+            out = ds.map(transform, batched=True, with_indices=True, batch_size=args.batch_size,
+                         num_proc=args.num_proc, cache_file_name=str(scratch / "protected.arrow"),
+                         load_from_cache_file=False, desc="Protecting")
+            seconds = time.perf_counter() - t0
+            out.save_to_disk(str(tmp), num_proc=args.num_proc)
+            n_rows = len(out)
+            del out
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    logger.info("wrote %d protected rows to %s (%.1f s protecting, %.0f images/s)", n_rows, target, seconds,
+                n_rows / max(seconds, 1e-9))
+    print(target)
+    return 0
