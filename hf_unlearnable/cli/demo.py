@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .._atomic import write_text_atomic
@@ -130,6 +131,16 @@ def _noise_stats(noise) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class _Protection:
+    """One protected row of the demo's table."""
+    name: str                     # the table's method column
+    how: str                      # its "how applied" column; {sep}{options} get the crafting options
+    note: str                     # logged before the row runs
+    method: str
+    options: dict | None = None   # None: protect(method=...) per batch; else craft(train, method, **options)
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import craft, evaluate, protect
     from .._images import check_epsilon, epsilon_levels
@@ -138,11 +149,19 @@ def run(args: argparse.Namespace) -> int:
 
     t_start = time.perf_counter()
     eps = check_epsilon(args.epsilon)
-    sw_options = {**DEMO_SAMPLEWISE, **parse_options(args.samplewise_option)}
-    sw_options["mode"] = "samplewise"
-    cw_options = {**DEMO_CLASSWISE, **parse_options(args.classwise_option)}
-    cw_options["mode"] = "classwise"
+    sw_options = {**DEMO_SAMPLEWISE, **parse_options(args.samplewise_option), "mode": "samplewise"}
+    cw_options = {**DEMO_CLASSWISE, **parse_options(args.classwise_option), "mode": "classwise"}
     bayes_options = {**DEMO_BAYES, **parse_options(args.bayes_option)}
+    protections = [
+        _Protection("random", 'per batch: ds.map(protect(method="random"))', "random noise, per batch", "random"),
+        _Protection("EM class-wise", 'craft(ds, "em", mode="classwise"{sep}{options}) + protect(noise=...)',
+                    "class-wise EM: craft (min-min) + protect(noise=...)", "em", cw_options),
+        _Protection("EM sample-wise", 'craft(ds, "em", mode="samplewise"{sep}{options}) + protect(noise=...)',
+                    "sample-wise EM: craft (min-min) + protect(noise=...)", "em", sw_options),
+        _Protection("bayes", 'craft(ds, "bayes"{sep}{options}) + protect(noise=...)',
+                    "bayes: craft (Bayes-error ascent over the whole set) + protect(noise=...)", "bayes",
+                    bayes_options),
+    ]
     out_dir = Path(os.path.expanduser(args.output_dir))
     train = load_source(args.data, "train")
     test = load_source(args.data, "test")
@@ -153,59 +172,41 @@ def run(args: argparse.Namespace) -> int:
     n = len(train)
     victim = VictimConfig.auto(args.epochs)
     progress = args.quiet == 0
-
-    def victim_accuracy(data) -> tuple[float, dict]:
-        report = evaluate(data, test, mix=[1.0], victim=victim, seed=args.seed, progress=progress)
-        return report.accuracy("protected"), report.to_dict()
-
     rows: list[dict] = []
     reports: dict[str, dict] = {}
 
     def add(method: str, how: str, seconds: float | None, data) -> None:
         logger.info("training the victim on %s data", method)
-        acc, rep = victim_accuracy(data)
+        report = evaluate(data, test, mix=[1.0], victim=victim, seed=args.seed, progress=progress)
+        acc = report.accuracy("protected")
         rows.append({"method": method, "how": how, "seconds": None if seconds is None else round(seconds, 2),
                      "images_per_second": None if seconds is None else round(n / max(seconds, 1e-9), 1),
                      "test_accuracy": acc})
-        reports[method] = rep
+        reports[method] = report.to_dict()
         logger.info("%s: victim test accuracy %.2f %%", method, 100 * acc)
 
     add("clean", "no protection", None, train)
-
-    logger.info("random noise, per batch")
-    protected, secs = _timed_map(train, protect(method="random", epsilon=eps, seed=args.seed))
-    add("random", 'per batch: ds.map(protect(method="random"))', secs, protected)
-
-    logger.info("class-wise EM: craft (min-min) + protect(noise=...)")
-    t0 = time.perf_counter()
-    noise_cw = craft(train, "em", epsilon=eps, seed=args.seed, **cw_options)
-    craft_cw = time.perf_counter() - t0
-    protected, secs = _timed_map(train, protect(noise=noise_cw))
-    add("EM class-wise", f'craft(ds, "em", mode="classwise", {_options_text(cw_options)}) + protect(noise=...)',
-        craft_cw + secs, protected)
-
-    logger.info("sample-wise EM: craft (min-min) + protect(noise=...)")
-    t0 = time.perf_counter()
-    noise_sw = craft(train, "em", epsilon=eps, seed=args.seed, **sw_options)
-    craft_sw = time.perf_counter() - t0
-    protected, secs = _timed_map(train, protect(noise=noise_sw))
-    add("EM sample-wise", f'craft(ds, "em", mode="samplewise", {_options_text(sw_options)}) + protect(noise=...)',
-        craft_sw + secs, protected)
-
-    logger.info("bayes: craft (Bayes-error ascent over the whole set) + protect(noise=...)")
-    t0 = time.perf_counter()
-    noise_bayes = craft(train, "bayes", epsilon=eps, seed=args.seed, **bayes_options)
-    craft_bayes = time.perf_counter() - t0
-    protected, secs = _timed_map(train, protect(noise=noise_bayes))
-    options_text = _options_text(bayes_options)
-    add("bayes", f'craft(ds, "bayes"{", " + options_text if options_text else ""}) + protect(noise=...)',
-        craft_bayes + secs, protected)
+    noises = {}
+    for row in protections:
+        logger.info(row.note)
+        crafting = 0.0
+        if row.options is None:
+            transform = protect(method=row.method, epsilon=eps, seed=args.seed)
+        else:
+            t0 = time.perf_counter()
+            noises[row.name] = craft(train, row.method, epsilon=eps, seed=args.seed, **row.options)
+            crafting = time.perf_counter() - t0
+            transform = protect(noise=noises[row.name])
+        protected, secs = _timed_map(train, transform)
+        text = _options_text(row.options or {})
+        add(row.name, row.how.format(sep=", " if text else "", options=text), crafting + secs, protected)
 
     meta = {"data": args.data, "n_train": n, "n_test": len(test), "epsilon": eps,
             "epsilon_255": f"{epsilon_levels(eps)}/255", "seed": args.seed, "victim": victim.to_dict(),
             "device": str(device()), "em_classwise": cw_options, "em_samplewise": sw_options,
-            "em_classwise_stats": _noise_stats(noise_cw), "em_samplewise_stats": _noise_stats(noise_sw),
-            "bayes": bayes_options, "bayes_stats": _noise_stats(noise_bayes),
+            "em_classwise_stats": _noise_stats(noises["EM class-wise"]),
+            "em_samplewise_stats": _noise_stats(noises["EM sample-wise"]),
+            "bayes": bayes_options, "bayes_stats": _noise_stats(noises["bayes"]),
             "wall_seconds": round(time.perf_counter() - t_start, 1)}
     md = _demo_markdown(rows, meta)
     print(md)
