@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Make an image dataset unlearnable before releasing it (small perturbations, L-inf <= "
                     "epsilon, after which a model trained on the data fails on clean test data), and measure it.",
-        epilog=f"Run `{PROG} COMMAND --help` for the options of each command.")
+        epilog=f"Data (--data SRC): {SOURCES_HELP}.\n\nOutputs of protect (--format): arrow (save_to_disk), parquet "
+               "(data/<split>-00000-of-00001.parquet), imagefolder (<class>/<file stem>.png); --push REPO_ID "
+               f"publishes with a card.\n\nRun `{PROG} COMMAND --help` for the options of each command.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in (protect, craft, evaluate, certify, push, train_surrogate, demo):   # certify adds recover too

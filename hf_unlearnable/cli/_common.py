@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .._atomic import check_writable, file_in_the_way
+from ..data import SOURCES_HELP
 from ..errors import ProtectionError
 
 PROG = "hf-unlearnable"
-SOURCES_HELP = ('"bundled" (the 2,000 train / 932 test CIFAR-10 slice shipped in the package, offline), "hub" (the '
-                "Hub's cifar10, needs internet), a folder holding train.parquet / test.parquet, or a folder written "
-                "by Dataset.save_to_disk / DatasetDict.save_to_disk")
 
 
 # -- argument parsing helpers --------------------------------------------------------------------------------------
@@ -109,49 +107,11 @@ def wrap(text: str) -> str:
 
 
 # -- data sources --------------------------------------------------------------------------------------------------
-def load_source(src: str, split: str):
-    """A datasets.Dataset from SRC (see SOURCES_HELP); every failure is a ProtectionError naming the fix."""
-    import datasets
+def load_source(src: str, split: str, config: str | None = None, revision: str | None = None):
+    """A datasets.Dataset from SRC (see SOURCES_HELP): the library's one loader, hf_unlearnable.data.load_source."""
+    from ..data import load_source as load
 
-    from ..data import load_cifar10
-
-    if src == "bundled":
-        return load_cifar10(split, src)
-    if src == "hub":
-        try:
-            return load_cifar10(split, src)
-        except ProtectionError:
-            raise
-        except Exception as exc:  # no network, no such split, Hub errors: all mean "use another source"
-            raise ProtectionError(f"cannot load the Hub's cifar10 [{split}] ({type(exc).__name__}: {exc}); without "
-                                  "internet use --data bundled or a local folder.") from None
-    path = Path(os.path.expanduser(src))
-    if not path.exists():
-        raise ProtectionError(f"data source {src!r} does not exist; pass {SOURCES_HELP}.")
-    if not path.is_dir():
-        raise ProtectionError(f"data source {src!r} is a file; pass a folder: {SOURCES_HELP}.")
-    if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-        try:
-            ds = datasets.load_from_disk(str(path))
-        except Exception as exc:  # datasets raises several types for a damaged folder
-            raise ProtectionError(f"cannot read {src!r} with datasets.load_from_disk ({type(exc).__name__}: {exc}).") \
-                from None
-        if isinstance(ds, datasets.DatasetDict):
-            if split not in ds:
-                raise ProtectionError(f"{src!r} is a DatasetDict without a {split!r} split; its splits are "
-                                      f"{sorted(ds)}.")
-            ds = ds[split]
-        return ds
-    if (path / f"{split}.parquet").exists():
-        try:
-            return load_cifar10(split, str(path))
-        except ProtectionError:
-            raise
-        except Exception as exc:  # pyarrow / datasets raise several types for a damaged Parquet file
-            raise ProtectionError(f"cannot read {str(path / f'{split}.parquet')!r} ({type(exc).__name__}: {exc}); "
-                                  "the file is damaged or not Parquet.") from None
-    raise ProtectionError(f"{src!r} is neither a save_to_disk folder nor a folder with {split}.parquet; pass "
-                          f"{SOURCES_HELP}.")
+    return load(src, split, config=config, revision=revision)
 
 
 def given(**keywords: Any) -> dict[str, Any]:
@@ -230,8 +190,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="bundled", metavar="SRC",
                    help=f"where the images come from: {SOURCES_HELP}. Default: bundled.")
     p.add_argument("--split", default="train",
-                   help="which split of SRC to use (ignored for a save_to_disk folder holding one Dataset). "
-                        "Default: train.")
+                   help="which split of SRC to use (ignored for a save_to_disk folder holding one Dataset, and for "
+                        "a folder or file with one split). Default: train.")
+    add_hub_source(p)
     p.add_argument("--seed", type=int, default=0, help="random seed; results are reproducible for a fixed seed. "
                                                        "Default: 0.")
     p.add_argument("--image-column", default=None,
@@ -239,6 +200,13 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-column", default=None,
                    help="name of the integer label column. Default: the ClassLabel column, or one named label / "
                         "labels / fine_label / class / target.")
+
+
+def add_hub_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, metavar="NAME",
+                   help="with a Hub dataset id as --data: its configuration (subset). Default: the dataset's default.")
+    p.add_argument("--revision", default=None,
+                   help="with a Hub dataset id as --data: a branch, tag or commit. Default: main.")
 
 
 def add_verbosity(p: argparse.ArgumentParser) -> None:

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         raise ProtectionError(f"method {args.method!r} has no modes; drop --mode.")
     cls.config_class.from_options(args.method, epsilon=args.epsilon, seed=args.seed, **options)  # fail fast
     target = check_output(args.output, args.overwrite, args.data)
-    ds = load_source(args.data, args.split)
+    ds = load_source(args.data, args.split, args.config, args.revision)
     logger.info("crafting %s noise over %d rows of %s [%s] (options %s)", args.method, len(ds), args.data,
                 args.split, options)
     t0 = time.perf_counter()

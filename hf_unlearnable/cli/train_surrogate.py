@@ -7,7 +7,7 @@ import logging
 
 from .._atomic import atomic_dir
 from ..errors import ProtectionError
-from ._common import SOURCES_HELP, add_verbosity, check_output, load_source, parse_epsilon, positive_int, wrap
+from ._common import SOURCES_HELP, add_hub_source, add_verbosity, check_output, load_source, parse_epsilon, positive_int, wrap
 
 logger = logging.getLogger("hf_unlearnable.cli")
 
@@ -33,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--data", default="bundled", metavar="SRC",
                    help=f"the labelled training data: {SOURCES_HELP}. Default: bundled.")
     p.add_argument("--split", default="train", help="split of --data. Default: train.")
+    add_hub_source(p)
     p.add_argument("--test", default=None, metavar="SRC",
                    help="clean test data with the same classes; its accuracy is recorded in the config and the "
                         "card. Default: none (not measured).")
@@ -82,7 +83,7 @@ def train_surrogate_command(args: argparse.Namespace) -> list[str]:
     if args.push is None and (args.private or args.token):
         raise ProtectionError("--private and --token apply to --push; add --push REPO_ID or drop them.")
     target = check_output(args.output, args.overwrite, args.data, args.test) if args.output is not None else None
-    train = load_source(args.data, args.split)
+    train = load_source(args.data, args.split, args.config, args.revision)
     test = load_source(args.test, args.test_split) if args.test is not None else None
     logger.info("training a %s surrogate on %d rows of %s [%s]", args.arch, len(train), args.data, args.split)
     sur = train_surrogate(train, arch=args.arch, width=args.width, epochs=args.epochs, resolution=args.resolution,

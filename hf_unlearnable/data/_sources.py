@@ -41,6 +41,8 @@ def load_source(source: str, split: str = "train", *, config: str | None = None,
             raise ProtectionError(f"--config/--revision (config=/revision=) apply to Hub datasets, but {source!r} is "
                                   "a local path; drop them.")
         return _with_file_names(_load_local(path, split, source), path)
+    if source.startswith(("/", ".", "~")) or source.count("/") > 1:
+        raise ProtectionError(f"data source {source!r} does not exist (a local path: check it); pass {SOURCES_HELP}.")
     return _load_hub("cifar10" if source == "hub" else source, split, config, revision, token)
 
 

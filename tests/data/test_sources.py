@@ -72,7 +72,7 @@ def test_hub_dataset_ids(hub, tmp_path):
         load_source(hub.repo_id("missing"), "train")
 
 
-@pytest.mark.parametrize("spec, match", [("no/such/folder/here", "not a local file or folder"),
+@pytest.mark.parametrize("spec, match", [("no/such/folder/here", "does not exist"), ("a b", "not a Hub dataset id"),
                                          ("imagefolder:/no/such/dir", "does not exist"),
                                          ("FILE", "not Parquet")])
 def test_errors_name_what_was_tried(tmp_path, spec, match):
