@@ -47,7 +47,7 @@ test-slow: venv
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 fuzz: venv
-	HF_UNLEARNABLE_FUZZ=slow HF_UNLEARNABLE_FAULT_KILLS=20 $(BIN)/python -m pytest -q tests/test_fuzz.py \
+	HF_UNLEARNABLE_FUZZ=slow HF_UNLEARNABLE_FAULT_KILLS=20 HF_UNLEARNABLE_FAULT_SWAPS=300 $(BIN)/python -m pytest -q tests/test_fuzz.py \
 		tests/test_faults.py tests/test_atomic.py $(PYTEST_ARGS)
 
 bench: venv

@@ -14,7 +14,18 @@ import pytest
 from hf_unlearnable import _atomic
 from hf_unlearnable._atomic import atomic_dir, remove_stale, scratch_dir
 
-SWAPS = 150
+SWAPS = int(os.environ.get("HF_UNLEARNABLE_FAULT_SWAPS", "150"))
+COUNTS: dict = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report():
+    yield
+    path = os.environ.get("HF_UNLEARNABLE_FAULT_REPORT")
+    if path:
+        import json
+
+        Path(f"{path}.atomic.json").write_text(json.dumps(COUNTS, indent=1, sort_keys=True))
 
 
 def _writer(target: str, tag: str, swaps: int, errors) -> None:
@@ -67,6 +78,9 @@ def test_two_writers_and_a_reader(tmp_path):
     for w in writers:
         w.join()
     raised = [errors.get() for _ in range(errors.qsize())] if not errors.empty() else []
+    COUNTS.update({"writers": 2, "swaps per writer": SWAPS, "reads": reads, "missing reads": missing,
+                   "mixed reads": torn, "raw errors": len(raised),
+                   "leftovers": len([n for n in os.listdir(tmp_path) if n != "out"])})
     assert raised == [] and [w.exitcode for w in writers] == [0, 0]
     assert reads > 0 and missing == 0 and torn == 0
     assert sorted(os.listdir(tmp_path)) == ["out"]
