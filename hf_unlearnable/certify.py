@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ._data import check_same_task, load_labelled
-from ._images import working_size
+from ._images import check_seed, working_size
 from .errors import ProtectionError
 from .evaluate import _victim
 from .surrogates.nets import build
@@ -165,6 +165,16 @@ def smoothed_accuracies(model: nn.Module, images: torch.Tensor, labels: torch.Te
         for p, s in zip(params, saved):
             p.copy_(s)
     return out
+
+
+def train_theta_hat(protected: Any, *, victim: Any = None, epochs: int | None = None, seed: int = 0,
+                    image_column: str | None = None, label_column: str | None = None, progress: bool = True,
+                    resolution: int | tuple[int, int] | None = None) -> nn.Module:
+    """theta-hat: the victim trainer of `evaluate` run on the protected data (any size, at `resolution`, default
+    32), as `certify` trains it; what `recover` attacks."""
+    P = load_labelled(protected, image_column=image_column, label_column=label_column, desc="Reading protected",
+                      resolution=working_size(resolution))
+    return _train_theta_hat(P, victim, epochs, check_seed(seed), progress)[0]
 
 
 def _train_theta_hat(P, victim: Any, epochs: int | None, seed: int, progress: bool):

@@ -98,19 +98,15 @@ def _register_recover(sub) -> None:
 
 
 def _recover(args: argparse.Namespace) -> int:
-    from .._data import load_labelled
-    from .._images import check_resolution
-    from ..certify import _train_theta_hat, recover
+    from ..certify import recover, train_theta_hat
 
     check_file_outputs(json=args.json)
-    cols = dict(image_column=args.image_column, label_column=args.label_column)
-    size = check_resolution(args.resolution)
-    protected = load_labelled(load_source(args.protected, args.protected_split), desc="Reading protected",
-                              resolution=size, **cols)
-    model, _ = _train_theta_hat(protected, args.victim, args.epochs, args.seed, args.quiet == 0)
+    cols = dict(image_column=args.image_column, label_column=args.label_column, resolution=args.resolution)
+    model = train_theta_hat(load_source(args.protected, args.protected_split), victim=args.victim,
+                            epochs=args.epochs, seed=args.seed, progress=args.quiet == 0, **cols)
     res = recover(model, load_source(args.clean, args.clean_split), load_source(args.test, args.test_split),
                   etas=args.etas, epochs=args.recover_epochs, lr=args.lr, seed=args.seed,
-                  progress=args.quiet == 0, resolution=size, **cols)
+                  progress=args.quiet == 0, **cols)
     print(f"theta-hat test accuracy: {100 * res['base_accuracy']:.2f} %\n\n"
           "| eta | test accuracy after recovery |\n|---|---|")
     for point in res["curve"]:

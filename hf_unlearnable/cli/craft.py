@@ -64,10 +64,8 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import craft
-    from .._images import check_epsilon
     from ..methods import get_method
 
-    check_epsilon(args.epsilon)
     options = parse_options(args.option)
     cls = get_method(args.method)
     if "mode" in cls.config_class.__dataclass_fields__:

@@ -100,10 +100,7 @@ def _check_num_proc(method: str, num_proc: int | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import load_noise, protect
-    from .._images import check_epsilon
 
-    if args.epsilon is not None:
-        check_epsilon(args.epsilon)
     options = parse_options(args.option)
     cols = dict(image_column=args.image_column, label_column=args.label_column, id_column=args.id_column)
     cols.update(given(resolution=args.resolution, class_map=args.class_map))
