@@ -6,7 +6,7 @@
     surrogate = train_surrogate(ds, epochs=12)      # your own classes, for protect(method="em", surrogate=...)
 """
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 from .errors import ProtectionError  # noqa: E402
 from .noise import Noise, load_noise  # noqa: E402

@@ -248,7 +248,7 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
                              and c["ratio"] == row["ratio"]), None)
                 if ctrl is not None:
                     row["minus_control"] = row["test_accuracy"] - ctrl["test_accuracy"]
-    from . import __version__
+    from ._version import __version__
 
     chance = 1 / num_classes
     warnings = []

@@ -290,7 +290,7 @@ def push_protected(dataset: Any, repo_id: str, *, transform: Any = None, noise: 
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import EntryNotFoundError
 
-    from . import __version__
+    from ._version import __version__
 
     if not isinstance(dataset, Dataset):
         raise ProtectionError(f"dataset must be a datasets.Dataset (one split), got {type(dataset).__name__}; "

@@ -24,7 +24,7 @@ KINDS = ("classwise", "samplewise")
 
 
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__
 

@@ -29,7 +29,7 @@ __all__ = ["main", "build_parser", "parse_epsilon", "parse_options", "parse_opti
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(
         prog=PROG,

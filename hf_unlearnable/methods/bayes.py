@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ProtectionError
-from . import register
+from ._registry import register
 from .base import MethodConfig, SurrogateMethod
 from ._checkpoint import _Checkpoint, _fingerprint, _weights_digest
 

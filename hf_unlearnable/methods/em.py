@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ProtectionError
-from . import register
+from ._registry import register
 from ._checkpoint import _Checkpoint, _fingerprint
 from .base import MethodConfig, SurrogateMethod
 

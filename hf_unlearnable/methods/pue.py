@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ProtectionError
-from . import register
+from ._registry import register
 from .em import EMConfig, ErrorMinimizing
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._images import row_rng
-from . import register
+from ._registry import register
 from .base import Method, MethodConfig
 
 

@@ -143,7 +143,7 @@ class Surrogate(torch.nn.Module):
         """Write config.json + model.safetensors atomically."""
         from safetensors.torch import save_file
 
-        from .. import __version__
+        from .._version import __version__
 
         with atomic_dir(save_directory) as tmp:
             cfg = asdict(self.config)
@@ -242,7 +242,7 @@ class Surrogate(torch.nn.Module):
 
     def card(self, repo_id: str = "<user>/<repo>", *, license: str | None = None) -> str:
         """The model card (README.md) for this surrogate, rendered from model_cards/surrogate_card.md."""
-        from .. import __version__
+        from .._version import __version__
 
         c = self.config
         t = c.training or {}
