@@ -80,6 +80,14 @@ def _label_column_help(candidates: list[str], cols: list[str], fix: str) -> str:
             f"this method needs labels: pass {fix}.")
 
 
+def check_column_names(**columns: Any) -> None:
+    """Column arguments (image_column=, label_column=, id_column=) are names or None (detect)."""
+    for name, value in columns.items():
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ProtectionError(f"{name}={value!r} must be a column name (a non-empty string), or None to detect "
+                                  "it.")
+
+
 def find_columns(features: Any, column_names: Sequence[str], image_column: str | None,
                  label_column: str | None, need_label: bool) -> tuple[str, str | None]:
     """Pick the image and label columns from a Dataset's features, or check the ones the user named."""
@@ -241,6 +249,7 @@ def load_labelled(dataset: Any, *, image_column: str | None = None, label_column
 
     if not hasattr(dataset, "features") or not hasattr(dataset, "column_names"):
         raise ProtectionError(f"expected a datasets.Dataset, got {type(dataset).__name__}.")
+    check_column_names(image_column=image_column, label_column=label_column, id_column=id_column)
     if len(dataset) == 0:
         raise ProtectionError("the dataset is empty (0 rows): nothing to protect or evaluate.")
     features = dataset.features
@@ -259,6 +268,8 @@ def load_labelled(dataset: Any, *, image_column: str | None = None, label_column
         import datasets
 
         raw = dataset.cast_column(image_column, datasets.Image(decode=False))
+    if id_column is not None and id_column not in dataset.column_names:
+        raise ProtectionError(f"id_column={id_column!r} is not a column; the columns are {dataset.column_names}.")
     id_col = id_column or (ID_COLUMN if ID_COLUMN in dataset.column_names else None)
     keep = [c for c in (image_column, label_column, id_col) if c]
     raw = raw.select_columns(keep)

@@ -195,6 +195,7 @@ def certify(protected: Any, test: Any, *, q: float = 0.9, sigma: float = 0.25, n
     resized to `resolution` (default 32), as in `evaluate`."""
     etas = DEFAULT_ETAS if etas is None else _etas(etas)
     _check(q, sigma, n, confidence, etas)
+    seed = check_seed(seed)
     if model is not None and not isinstance(model, nn.Module):
         raise ProtectionError(f"model={model!r} must be a trained torch.nn.Module (theta-hat), or None to train one "
                               "on the protected data (victim= names the architecture).")

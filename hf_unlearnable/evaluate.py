@@ -184,8 +184,11 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
     Report's `warnings`: the protection numbers beside it then say nothing.
     """
     t_start = time.perf_counter()
-    if isinstance(mix, (int, float, np.number)):
+    if isinstance(mix, (int, float, np.number)) and not isinstance(mix, bool):
         mix = [mix]
+    if not isinstance(mix, (list, tuple, np.ndarray)) or len(mix) == 0:
+        raise ProtectionError(f"mix={mix!r} must be a share in (0, 1] or a non-empty list of them, e.g. mix=[1.0, "
+                              "0.5].")
     if isinstance(defences, str):
         defences = [defences]
     if not isinstance(defences, (list, tuple)) or not defences:

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ._classmap import batch_label_column, check_class_map, map_labels
-from ._data import check_labels, find_batch_columns, real_class_names, row_ids, row_in_batch
+from ._data import check_column_names, check_labels, find_batch_columns, real_class_names, row_ids, row_in_batch
 from ._images import (add_steps, check_epsilon, check_resolution, colour_channels, decode_images, encode_png,
                       epsilon_levels, fit_steps, group_by_shape, open_image_cell, resize_steps, working_rgb)
 from .errors import ProtectionError
@@ -273,6 +273,7 @@ def protect(method: str | None = None, *, noise: Noise | None = None, epsilon: f
     other classes, explicitly: "index" (your class k gets pattern k) or {your class: noise class} (names or
     indices); recorded by push_protected.
     """
+    check_column_names(image_column=image_column, label_column=label_column, id_column=id_column)
     return ProtectTransform(method, noise, epsilon, seed, image_column, label_column, id_column, options,
                             resolution, class_map)
 

@@ -95,8 +95,8 @@ def test_fuzz_protect(method, kwargs, tiny_surrogate_dir):
 
     out = outcome("protect", run)
     if out is not None:
-        eps = kwargs.get("epsilon", 8 / 255)
-        check_protected(ds, out, eps if method != "bayes" or eps else 8 / 255)
+        eps = kwargs.get("epsilon")
+        check_protected(ds, out, 8 / 255 if eps is None else eps)
 
 
 # -- craft -------------------------------------------------------------------------------------------------------
