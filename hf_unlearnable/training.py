@@ -260,5 +260,19 @@ class StepTrainer:
         self.opt.step()
         return float(loss.detach())
 
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The weights and the SGD momentum as flat named tensors: what a safetensors checkpoint stores, so that a
+        resumed run continues exactly where it stopped."""
+        out = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        for i, p in enumerate(self.opt.param_groups[0]["params"]):
+            buf = self.opt.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                out[f"momentum.{i}"] = buf
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what `state_tensors` returned (other keys in `tensors` are ignored)."""
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        for i, p in enumerate(self.opt.param_groups[0]["params"]):
+            if f"momentum.{i}" in tensors:
+                self.opt.state[p]["momentum_buffer"] = tensors[f"momentum.{i}"].to(p.device).clone()

@@ -51,3 +51,24 @@ def test_fit_with_adversarial_training_is_deterministic_and_differs_from_standar
 def test_bad_adversarial_options_are_refused(kw):
     with pytest.raises(ValueError, match="adversarial"):
         TrainConfig(**kw)
+
+
+def test_step_trainer_state_round_trip_continues_exactly():
+    """state_tensors / load_state_tensors carry the weights and the momentum: a trainer restored from them takes
+    the same next steps as the one that kept going (what a resumed em craft relies on)."""
+    from hf_unlearnable.training import StepTrainer
+
+    torch.manual_seed(0)
+    x, y = torch.rand(16, 3, 16, 16), torch.randint(0, 4, (16,))
+    first = StepTrainer(build("convnet", 4, 8), bf16=False)
+    for _ in range(2):
+        first.step(x, y)
+    saved = {k: v.clone() for k, v in first.state_tensors().items()}
+    assert any(k.startswith("momentum.") for k in saved)
+    torch.manual_seed(1)
+    second = StepTrainer(build("convnet", 4, 8), bf16=False)
+    second.load_state_tensors(saved)
+    for _ in range(2):
+        assert first.step(x, y) == second.step(x, y)
+    for k, v in first.state_tensors().items():
+        assert torch.equal(v, second.state_tensors()[k])

@@ -162,22 +162,6 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndar
     return np.sort(np.concatenate(pick))
 
 
-def _trainer_tensors(trainer) -> dict[str, torch.Tensor]:
-    out = {f"model.{k}": v for k, v in trainer.model.state_dict().items()}
-    for i, p in enumerate(trainer.opt.param_groups[0]["params"]):
-        buf = trainer.opt.state.get(p, {}).get("momentum_buffer")
-        if buf is not None:
-            out[f"momentum.{i}"] = buf
-    return out
-
-
-def _restore_trainer(trainer, tensors: dict[str, torch.Tensor]) -> None:
-    trainer.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    for i, p in enumerate(trainer.opt.param_groups[0]["params"]):
-        if f"momentum.{i}" in tensors:
-            trainer.opt.state[p]["momentum_buffer"] = tensors[f"momentum.{i}"].to(p.device).clone()
-
-
 @register
 class ErrorMinimizing(SurrogateMethod):
     name = "em"
@@ -275,7 +259,7 @@ class ErrorMinimizing(SurrogateMethod):
         if resumed is not None:
             info, tensors = resumed
             delta = tensors["delta"]
-            _restore_trainer(trainer, tensors)
+            trainer.load_state_tensors(tensors)
             start_iter, cursor, history = info["iteration"], info["cursor"], info["history"]
             logger.info("resuming EM from %s at round %d", checkpoint_dir, start_iter)
         group.agree("the round to resume at", start_iter)
@@ -302,7 +286,7 @@ class ErrorMinimizing(SurrogateMethod):
                 cursor = (cursor + bs) % n_rows
                 losses.append(self._surrogate_step(trainer, x, y, history))
             # every process trained the same surrogate; take the main one's (GPU training drifts apart)
-            group.same_as_main(list(_trainer_tensors(trainer).values()))
+            group.same_as_main(list(trainer.state_tensors().values()))
             # (b) noise update over every row (sample-wise) or the subset (class-wise), surrogate frozen. Across
             # processes (sample-wise) each takes its share of the noise batches; every process trains the same
             # surrogate in (a), so the rows are summed back and the next round starts equal everywhere
@@ -342,7 +326,7 @@ class ErrorMinimizing(SurrogateMethod):
                             "error": error, "stopped": stopped})
             if group.is_main:
                 ckpt.save({"iteration": it, "cursor": cursor, "history": history},
-                          {"delta": delta, **_trainer_tensors(trainer)})
+                          {"delta": delta, **trainer.state_tensors()})
             bar.update(1)
             bar.set_postfix(error=f"{error:.4f}")
             done = stopped
