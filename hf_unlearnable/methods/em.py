@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from ..errors import ProtectionError
 from ._registry import register
 from ._checkpoint import _Checkpoint, _fingerprint
+from ._pgd import signed_pgd
 from .base import MethodConfig, SurrogateMethod
 
 logger = logging.getLogger(__name__)
@@ -106,16 +107,16 @@ def pgd_min(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, delta: tor
     was_training = model.training
     model.eval()
     dev = x.device
-    x_adv = (x + delta.clamp(-epsilon, epsilon)).clamp(0, 1)
-    for _ in range(steps):
+
+    def gradient(x_adv: torch.Tensor, _step: int) -> torch.Tensor:
         x_adv = x_adv.detach().requires_grad_(True)
         with autocast(dev, bf16):
             loss = F.cross_entropy(model(x_adv.contiguous(memory_format=memory_format(dev))).float(), y)
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        x_adv = x_adv.detach() - step_size * grad.sign()
-        x_adv = (x + (x_adv - x).clamp(-epsilon, epsilon)).clamp(0, 1)
+        return torch.autograd.grad(loss, x_adv)[0]
+
+    out = signed_pgd(x, delta, gradient, epsilon=epsilon, step_size=step_size, steps=steps, maximise=False)
     model.train(was_training)
-    return (x_adv - x).detach()
+    return out
 
 
 def pgd_min_classwise(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, class_delta: torch.Tensor, *,

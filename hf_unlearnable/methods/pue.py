@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import ProtectionError
 from ._registry import register
+from ._pgd import signed_pgd
 from .em import EMConfig, ErrorMinimizing
 
 
@@ -142,17 +143,20 @@ class ProvablyUnlearnable(ErrorMinimizing):
         wn = self._weight_noise(model, history)
         was_training = model.training
         model.eval()
-        eps = cfg.epsilon
-        x_adv = (x + delta.clamp(-eps, eps)).clamp(0, 1)
-        for sigma in cfg.levels:   # one signed step per level, gradient averaged over weight draws
+        levels = cfg.levels
+
+        def gradient(x_adv: torch.Tensor, step: int) -> torch.Tensor:
+            """One signed step per weight-noise level, the gradient summed over that level's weight draws."""
             grad = torch.zeros_like(x_adv)
             for _ in range(cfg.avgtimes_perturb):
                 xa = x_adv.detach().requires_grad_(True)
-                with wn(sigma):
+                with wn(levels[step]):
                     loss = F.cross_entropy(model(xa), y)
                     (g,) = torch.autograd.grad(loss, xa)
                 grad += g
-            x_adv = x_adv.detach() - cfg.step_size * grad.sign()
-            x_adv = (x + (x_adv - x).clamp(-eps, eps)).clamp(0, 1)
+            return grad
+
+        out = signed_pgd(x, delta, gradient, epsilon=cfg.epsilon, step_size=cfg.step_size, steps=len(levels),
+                         maximise=False)
         model.train(was_training)
-        return (x_adv - x).detach()
+        return out
