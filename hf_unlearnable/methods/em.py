@@ -4,9 +4,10 @@ Unexploitable", ICLR 2021 (arXiv 2101.04898). Spec: methods.md §2.
 Two forms:
 - `craft(ds, "em", mode="samplewise"|"classwise")`: the paper's bi-level min-min. A fresh surrogate and the noise
   are optimised in alternation: M SGD steps on x + delta, then PGD that *minimises* the loss w.r.t. delta over
-  the whole set (sample-wise) or a stratified subset whose per-sample results are averaged per class
-  (class-wise), until the surrogate fits the perturbed data (train error < stop_error), after at least
-  `min_iters` rounds (cpu-training.md: on easy data the error rule fires before the noise works).
+  the whole set (sample-wise) or over a stratified subset of up to 10,000 rows (class-wise: each class's pattern
+  takes signed steps on the gradient summed over its rows; `class_step="mean"` averages the rows' own steps as
+  the reference code does), until the surrogate fits the perturbed data (train error < stop_error), after at
+  least `min_iters` rounds (cpu-training.md: on easy data the error rule fires before the noise works).
 - `protect(method="em")`: one batch at a time, error-minimising PGD against a *fixed*, already trained surrogate
   (the bundled default unless `surrogate=`). Cheaper and streamable, but weaker than the min-min: use `craft`
   for the paper's algorithm.
