@@ -84,15 +84,17 @@ def run(args: argparse.Namespace) -> int:
                   image_column=args.image_column, label_column=args.label_column, id_column=args.id_column,
                   **given(resolution=args.resolution, clusters=args.clusters), **options)
     seconds = time.perf_counter() - t0
-    from .._distributed import process_group
+    import torch.distributed as dist
 
-    group = process_group()
+    launched = dist.is_available() and dist.is_initialized()   # accelerate launch / torchrun: craft set it up
     try:
-        if group.is_main:    # launched as several processes: each holds the same noise; one saves it
+        if not launched or dist.get_rank() == 0:    # every process holds the same noise; the main one saves it
             with atomic_dir(target) as tmp:
                 noise.save_pretrained(tmp)
             logger.info("%r crafted in %.1f s, saved to %s", noise, seconds, target)
             print(target)
     finally:
-        group.close()
+        if launched:    # wait for every process, then take the group down (a gloo peer exiting early can abort)
+            dist.barrier()
+            dist.destroy_process_group()
     return 0

@@ -143,12 +143,11 @@ class _Protection:
 
 def run(args: argparse.Namespace) -> int:
     from .. import craft, evaluate, protect
-    from .._images import check_epsilon, epsilon_levels
     from ..evaluate import VictimConfig
     from ..training import device
 
     t_start = time.perf_counter()
-    eps = check_epsilon(args.epsilon)
+    eps = protect(method="random", epsilon=args.epsilon, seed=args.seed).epsilon   # checked before any work
     sw_options = {**DEMO_SAMPLEWISE, **parse_options(args.samplewise_option), "mode": "samplewise"}
     cw_options = {**DEMO_CLASSWISE, **parse_options(args.classwise_option), "mode": "classwise"}
     bayes_options = {**DEMO_BAYES, **parse_options(args.bayes_option)}
@@ -202,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         add(row.name, row.how.format(sep=", " if text else "", options=text), crafting + secs, protected)
 
     meta = {"data": args.data, "n_train": n, "n_test": len(test), "epsilon": eps,
-            "epsilon_255": f"{epsilon_levels(eps)}/255", "seed": args.seed, "victim": victim.to_dict(),
+            "epsilon_255": noises["EM class-wise"].config.epsilon_255, "seed": args.seed, "victim": victim.to_dict(),
             "device": str(device()), "em_classwise": cw_options, "em_samplewise": sw_options,
             "em_classwise_stats": _noise_stats(noises["EM class-wise"]),
             "em_samplewise_stats": _noise_stats(noises["EM sample-wise"]),
