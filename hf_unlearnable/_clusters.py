@@ -27,8 +27,10 @@ def check_clusters(clusters: Any) -> int:
     return int(clusters)
 
 
-def features(images: np.ndarray, surrogate: Any = None, batch: int = 500) -> np.ndarray:
-    """L2-normalised surrogate features [N, D] of uint8 NxHxWx3 images."""
+def features(images: np.ndarray, surrogate: Any = None, batch: int = 500,
+             predictions: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """L2-normalised surrogate features [N, D] of uint8 NxHxWx3 images (with `predictions`, also the surrogate's
+    predicted class of each, from the same forward pass)."""
     import torch
 
     from ._images import to_tensor
@@ -36,24 +38,30 @@ def features(images: np.ndarray, surrogate: Any = None, batch: int = 500) -> np.
     from .training import device
 
     model = load_surrogate(surrogate).to(device()).eval()
-    out = []
+    out, pred = [], []
     with torch.no_grad():
         for s in range(0, len(images), batch):
-            out.append(model.features(to_tensor(images[s:s + batch]).to(device())).float().cpu())
+            z, logits = model.features_and_logits(to_tensor(images[s:s + batch]).to(device()))
+            out.append(z.float().cpu())
+            pred.append(logits.argmax(1).cpu())
     z = torch.cat(out).numpy().astype(np.float64)
-    return (z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    z = (z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return (z, torch.cat(pred).numpy()) if predictions else z
 
 
-def kmeans(z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, centroids) of k-means with a k-means++ start; deterministic for a seed."""
+def kmeans(z: np.ndarray, k: int, seed: int, start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, centroids) of k-means; deterministic for a seed. `start`: a starting label per row (e.g. the
+    surrogate's predicted class), whose groups' means are the first centres; groups it leaves empty, and every
+    centre without it, are picked k-means++ style."""
     n = len(z)
     if n < k:
         raise ProtectionError(f"clusters={k} but the data has only {n} rows; use fewer clusters.")
     rng = np.random.default_rng([int(seed), 7])
     zz = z.astype(np.float64)
-    centres = [zz[rng.integers(n)]]
-    d2 = ((zz - centres[0]) ** 2).sum(1)
-    for _ in range(1, k):
+    given = [] if start is None else [zz[start == j].mean(0) for j in range(k) if (start == j).any()]
+    centres = given or [zz[rng.integers(n)]]
+    d2 = np.min([((zz - c) ** 2).sum(1) for c in centres], axis=0)
+    for _ in range(len(centres), k):
         p = d2 / d2.sum() if d2.sum() > 0 else np.full(n, 1 / n)
         centres.append(zz[rng.choice(n, p=p)])
         d2 = np.minimum(d2, ((zz - centres[-1]) ** 2).sum(1))
@@ -89,12 +97,18 @@ def nearest(z: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 def pseudo_label(data, clusters: int, seed: int, surrogate: Any = None):
     """`data` (a LabelledImages without labels) with cluster labels; returns (data, clustering record, centroids)."""
     k = check_clusters(clusters)
-    labels, centroids = kmeans(features(data.images, surrogate), k, seed)
+    z, predicted = features(data.images, surrogate, predictions=True)
+    # started from the surrogate's own classes when there are as many: a partition of the same features that the
+    # clusters then refine (on the anydata probe it found the true classes more often than a k-means++ start,
+    # 0.76 against 0.69 of rows, and the victim fell from 38.9 % to 30.4 %: anydata-classwise-probe.md)
+    from_classes = int(predicted.max(initial=0)) < k and len(np.unique(predicted)) > 1
+    labels, centroids = kmeans(z, k, seed, start=predicted if from_classes else None)
     counts = np.bincount(labels, minlength=k)
     data.labels = labels.astype(np.int64)
     data.class_names = [f"cluster {j}" for j in range(k)]
+    start = "the surrogate's predicted classes" if from_classes else "k-means++"
     record = {"clusters": k, "surrogate": "default" if surrogate is None else str(surrogate), "seed": int(seed),
-              "algorithm": "k-means (k-means++ start) on L2-normalised surrogate features",
+              "algorithm": f"k-means ({start} start) on L2-normalised surrogate features",
               "rows_per_cluster": [int(v) for v in counts]}
     return data, record, centroids
 

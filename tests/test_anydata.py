@@ -248,3 +248,19 @@ def test_kmeans_keeps_every_cluster_or_says_why():
         kmeans(z, 5, 0)
     labels, _ = kmeans(z + np.random.default_rng(0).normal(0, 0.01, z.shape).astype(np.float32), 5, 0)
     assert (np.bincount(labels, minlength=5) > 0).all()
+
+
+def test_kmeans_can_start_from_given_groups():
+    """The surrogate's predicted classes as the start: their means are the first centres (groups left empty are
+    filled k-means++ style), so well-separated groups come back as they were given."""
+    from hf_unlearnable._clusters import kmeans
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(4, 8, dtype=np.float32)
+    start = np.repeat(np.arange(3), 10)                 # 3 groups given, a 4th cluster to find
+    z = np.concatenate([centres[start], centres[[3] * 10]]) + rng.normal(0, 0.01, (40, 8)).astype(np.float32)
+    labels, _ = kmeans(z, 4, 0, start=np.concatenate([start, np.full(10, 3)]))
+    assert np.array_equal(labels, np.repeat(np.arange(4), 10))
+    labels, _ = kmeans(z, 4, 0, start=np.concatenate([start, start[:10]]))   # group 3 empty: found anyway
+    groups = [set(labels[i:i + 10]) for i in range(0, 40, 10)]
+    assert all(len(g) == 1 for g in groups) and len(set.union(*groups)) == 4      # the same partition
