@@ -14,15 +14,12 @@ temporary sibling folder and renamed into place only when complete.
 from __future__ import annotations
 
 import argparse
-import sys
-import traceback
 from typing import Sequence
 
-from ..errors import ProtectionError
 from . import certify, craft, demo, evaluate, protect, push, train_surrogate
-from ._common import (PROG, SOURCES_HELP, check_output, command_line_hint, load_source, logging_to_stderr,
-                      parse_class_map, parse_epsilon, parse_option_value, parse_options)
-from ._errors import describe_failure, interrupts
+from ._common import (PROG, SOURCES_HELP, check_output, load_source, logging_to_stderr, parse_class_map,
+                      parse_epsilon, parse_option_value, parse_options)
+from ._errors import run_command
 
 __all__ = ["main", "build_parser", "parse_epsilon", "parse_options", "parse_option_value", "parse_class_map",
            "load_source", "check_output", "SOURCES_HELP"]
@@ -53,20 +50,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error (argparse already printed it)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     verbosity = args.verbose - args.quiet
-    with logging_to_stderr(verbosity), interrupts() as interrupted:
-        try:
-            return int(args.func(args) or 0)
-        except ProtectionError as exc:
-            print(f"error: {exc}{command_line_hint(str(exc))}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-        except Exception as exc:    # the OS, the network, a worker pool: one line, never a traceback unless -v
-            if interrupted():       # e.g. a worker pool's TimeoutError while Ctrl-C tears it down
-                print("interrupted", file=sys.stderr)
-                return 130
-            if verbosity > 0:
-                traceback.print_exc()
-            print(f"error: {describe_failure(exc)}", file=sys.stderr)
-            return 2
+    with logging_to_stderr(verbosity):
+        return run_command(args.func, args, verbose=verbosity > 0)

@@ -6,8 +6,12 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import sys
+import traceback
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
+
+from ..errors import ProtectionError
 
 _OS_ADVICE = {
     errno.ENOSPC: "the disk is full: free some space or write to another folder",
@@ -82,3 +86,28 @@ def interrupts() -> Iterator[Callable[[], bool]]:
         yield lambda: bool(seen)
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+def run_command(func: Callable[[Any], int | None], args: Any, *, verbose: bool) -> int:
+    """Run one command; every way it can end becomes the exit status (0 ok, 2 failed, 130 interrupted), and every
+    failure one line on stderr: `error: <message>` (a traceback too only when verbose) or `interrupted`."""
+    from ._common import command_line_hint
+
+    with interrupts() as interrupted:
+        try:
+            return int(func(args) or 0)
+        except ProtectionError as exc:
+            return _stderr(f"error: {exc}{command_line_hint(str(exc))}", 2)
+        except KeyboardInterrupt:
+            return _stderr("interrupted", 130)
+        except Exception as exc:    # the OS, the network, a worker pool: one line, never a traceback unless -v
+            if interrupted():       # e.g. a worker pool's TimeoutError while Ctrl-C tears it down
+                return _stderr("interrupted", 130)
+            if verbose:
+                traceback.print_exc()
+            return _stderr(f"error: {describe_failure(exc)}", 2)
+
+
+def _stderr(line: str, status: int) -> int:
+    print(line, file=sys.stderr)
+    return status
