@@ -18,11 +18,7 @@ Two forms:
   validation split. The per-batch form takes two of them by default (`BATCH_DEFAULTS`: the crop+flip average and
   the targeted term; a batch has no other rows to anchor to).
 
-Pitfalls handled: the estimate is computed in the log domain with a max shift, so distant points do not underflow
-(§6.11: with the authors' `exp` + 1e-8 an isolated point counts as error 1); value and gradient are both of the
-*mean* (§6.10); rows are processed in chunks, so memory is O(chunk x N), never O(N^2) (§6.12). The value and its
-gradient come from the same sweep (closed form, no autograd re-run), and log-weights more than 50 below a row's
-nearest neighbour are floored there, which changes no sum in fp32 and keeps `exp` off the CPU's slow subnormal path.
+The estimator and the pitfalls it handles: methods/_bayes_error.py; the options: methods/_bayes_config.py.
 """
 
 from __future__ import annotations
@@ -30,95 +26,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import ProtectionError
-from ._bayes_error import bayes_error, check_sigma, feature_scale
+from ._bayes_config import BATCH_DEFAULTS, CRAFT_DEFAULTS, BayesConfig
+from ._bayes_error import bayes_error, feature_scale
 from ._checkpoint import _Checkpoint, _fingerprint, _weights_digest
 from ._pgd import signed_pgd
 from ._registry import register
-from .base import MethodConfig, SurrogateMethod
+from .base import SurrogateMethod
 
 logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The method
-# ---------------------------------------------------------------------------------------------------------------
-@dataclass
-class BayesConfig(MethodConfig):
-    """BEO options. The paper's step size and iteration counts are unknown (§1.8); defaults follow §1.9."""
-
-    sigma: float = 0.3                  # RBF kernel width on max-abs-normalised features
-    step_size: float | None = None      # signed ascent step; None = epsilon / 10
-    steps: int = 20                     # per-batch form: ascent steps per batch
-    chunk_size: int = 512               # rows per chunk of the estimator (memory O(chunk x N))
-    feature_batch: int = 512            # images per surrogate forward/backward (memory)
-    surrogate: Any = None               # fixed surrogate (None = bundled default, a path, or a Surrogate)
-    random_start: bool = False          # start delta at U(-eps, eps) (per-row seeded) instead of 0
-    # None below = chosen per form: CRAFT_DEFAULTS in craft(), BATCH_DEFAULTS per batch
-    targeted_weight: float | None = None  # >0 adds a class-targeted term (toward a wrong class, §1.10 'not tried');
-                                        # per-row gradients are L1-normalised before mixing, so this is a ratio.
-                                        # craft's default applies only when the surrogate's classes are the data's
-    target: str = "next"                # the targeted term's class per label: "next" = y+1 (mod K); "nearest" =
-                                        # the other class the surrogate's mean softmax favours most on the clean
-                                        # rows of class y (cat -> dog), fixed before the ascent and recorded
-    augment_draws: int | None = None    # >0: average each step's gradient over this many random crop+flips
-                                        # (expectation over the victim's augmentation); 0 = the plain image
-    bf16: bool = True                   # surrogate forward/backward of the ascent in bf16 autocast where the
-                                        # hardware has native bf16 (as the victims train); the kernel stays fp32,
-                                        # the before/after estimates too. False = fp32 everywhere (other bytes)
-    # craft (whole set) only
-    passes: int = 20                    # sweeps over all rows
-    subset_size: int = 2048             # rows per stratified ascent minibatch
-    steps_per_batch: int = 1            # ascent steps on a minibatch before moving to the next
-    clean_anchors: bool | None = None   # add the clean images of another minibatch to each minibatch's estimate
-                                        # as fixed points: the poisons are pushed to overlap *clean* rows of
-                                        # other classes, a model of a release mixed with clean data
-    refresh_every: int = 0              # passes between surrogate refreshes (0 = keep the fixed surrogate)
-    surrogate_epochs: int = 4           # epochs of each refreshed surrogate (trained from scratch on x + delta)
-    surrogate_augment: bool = True      # train each refreshed surrogate with crop+flip; False = on the plain
-                                        # images, as the BEO code's retrain-every-step loop (§1.5)
-    surrogate_arch: str = "convnet"
-    surrogate_width: int | None = None
-
-    def validate(self) -> None:
-        super().validate()
-        if self.step_size is None:
-            self.step_size = self.epsilon / 10
-        if not 0 < self.step_size <= self.epsilon:
-            raise ProtectionError(f"step_size={self.step_size!r} must be in (0, epsilon].")
-        check_sigma(self.sigma)
-        for name in ("steps", "chunk_size", "feature_batch", "passes", "subset_size", "steps_per_batch",
-                     "surrogate_epochs"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ProtectionError(f"{name}={v!r} must be a positive integer.")
-        if self.augment_draws is not None and (not isinstance(self.augment_draws, int)
-                                               or isinstance(self.augment_draws, bool) or self.augment_draws < 0):
-            raise ProtectionError(f"augment_draws={self.augment_draws!r} must be a non-negative integer (or None).")
-        for name in ("bf16", "surrogate_augment"):
-            if not isinstance(getattr(self, name), bool):
-                raise ProtectionError(f"{name}={getattr(self, name)!r} must be True or False.")
-        if self.clean_anchors is not None and not isinstance(self.clean_anchors, bool):
-            raise ProtectionError(f"clean_anchors={self.clean_anchors!r} must be True, False or None.")
-        if not isinstance(self.refresh_every, int) or self.refresh_every < 0:
-            raise ProtectionError(f"refresh_every={self.refresh_every!r} must be a non-negative integer.")
-        if self.subset_size < 2:
-            raise ProtectionError("subset_size must be at least 2.")
-        if self.target not in TARGETS:
-            raise ProtectionError(f"target={self.target!r} is not one of {sorted(TARGETS)}.")
-        if self.targeted_weight is not None and not (isinstance(self.targeted_weight, (int, float))
-                                                     and self.targeted_weight >= 0):
-            raise ProtectionError(f"targeted_weight={self.targeted_weight!r} must be a number >= 0 (or None).")
-
-
-TARGETS = ("next", "nearest")
 
 
 @torch.no_grad()
@@ -138,15 +59,6 @@ def nearest_class_map(model, images, labels: torch.Tensor, num_classes: int) -> 
     empty = mass.clamp_min(0).sum(1) == 0
     out[empty] = (torch.arange(num_classes)[empty] + 1) % num_classes
     return out
-
-
-# What craft() uses for an option left at None: the strongest setting measured on the mixing benchmark's validation
-# split (benchmarks/results/mixing-val.md, README "Mixing"; with passes=20).
-CRAFT_DEFAULTS = {"targeted_weight": 1.0, "augment_draws": 2, "clean_anchors": True}
-# The per-batch form has no rows outside the batch to anchor to; its two other defaults were chosen on the same
-# validation split (mixing-val-batch-augment.md: r = 1.0 32.35 % against 64.55 % for the plain §1.9 step, at a
-# fifth of its speed)
-BATCH_DEFAULTS = {"targeted_weight": 1.0, "augment_draws": 2, "clean_anchors": False}
 
 
 def _surrogate_outputs(model, x: torch.Tensor, batch: int, bf16: bool = False, logits: bool = False):
