@@ -145,15 +145,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _push(out, original, transform, args: argparse.Namespace) -> None:
     from .. import push_protected
+    from ..data import hub_dataset_id
 
+    source = hub_dataset_id(args.data)      # the card names a Hub source (its license is inherited)
     result = push_protected(out, args.push, transform=transform, original=original, split=args.split,
-                            private=args.private, token=args.token,
-                            source_dataset=({"hub": "cifar10"}.get(args.data, args.data) if _is_hub_id(args.data)
-                                            else None),
-                            source_revision=args.revision if _is_hub_id(args.data) else None)
+                            private=args.private, token=args.token, source_dataset=source,
+                            source_revision=args.revision if source is not None else None)
     print(f"{result.repo_id} config {result.config_name} split {result.split} @ {result.revision} "
           f"(commit {result.commit_oid})")
-
-
-def _is_hub_id(source: str) -> bool:
-    return source != "bundled" and not Path(source).expanduser().exists() and ":" not in source

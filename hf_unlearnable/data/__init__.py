@@ -44,6 +44,6 @@ def load_cifar10(split: str = "train", source: str = "bundled"):
 
 
 from ._outputs import FORMATS, write_dataset  # noqa: E402  (they use load_cifar10's module lazily)
-from ._sources import FILE_NAME, SOURCES_HELP, load_source  # noqa: E402
+from ._sources import FILE_NAME, SOURCES_HELP, hub_dataset_id, load_source  # noqa: E402
 
-__all__ = ["FILE_NAME", "FORMATS", "SOURCES_HELP", "load_cifar10", "load_source", "per_class_rows", "write_dataset"]
+__all__ = ["FILE_NAME", "FORMATS", "SOURCES_HELP", "hub_dataset_id", "load_cifar10", "load_source", "per_class_rows", "write_dataset"]

@@ -25,13 +25,11 @@ def load_source(source: str, split: str = "train", *, config: str | None = None,
                 token: str | bool | None = None):
     """A `datasets.Dataset` from `source` (see SOURCES_HELP) at `split`; every failure is a ProtectionError that
     names what was tried and how to fix it."""
-    import datasets
-
     from . import load_cifar10
 
     source = str(source)
     kind, _, rest = source.partition(":")
-    if kind in ("imagefolder", "parquet") and rest:
+    if kind in _PREFIXES and rest:
         return _with_file_names(_load_files(kind, Path(os.path.expanduser(rest)), split, source), rest)
     if source == "bundled":
         return load_cifar10(split, source)
@@ -41,9 +39,24 @@ def load_source(source: str, split: str = "train", *, config: str | None = None,
             raise ProtectionError(f"--config/--revision (config=/revision=) apply to Hub datasets, but {source!r} is "
                                   "a local path; drop them.")
         return _with_file_names(_load_local(path, split, source), path)
-    if source.startswith(("/", ".", "~")) or source.count("/") > 1:
+    repo_id = hub_dataset_id(source)
+    if repo_id is None:
         raise ProtectionError(f"data source {source!r} does not exist (a local path: check it); pass {SOURCES_HELP}.")
-    return _load_hub("cifar10" if source == "hub" else source, split, config, revision, token)
+    return _load_hub(repo_id, split, config, revision, token)
+
+
+_PREFIXES = ("imagefolder", "parquet")
+
+
+def hub_dataset_id(source: str) -> str | None:
+    """The Hub dataset `source` names ("hub" is cifar10), or None for the bundled slice, a builder prefix or a local
+    path (existing or written as one): the rule load_source follows."""
+    source = str(source)
+    kind, _, rest = source.partition(":")
+    if (kind in _PREFIXES and rest) or source == "bundled" or Path(os.path.expanduser(source)).exists() \
+            or source.startswith(("/", ".", "~")) or source.count("/") > 1:
+        return None
+    return "cifar10" if source == "hub" else source
 
 
 def _load_local(path: Path, split: str, source: str):

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import ProtectionError
-from .nets import MAX_CLASSES, check_size
+from .nets import check_size
 
 DAMAGED = "save or download it again"
 
@@ -32,12 +32,8 @@ def check_config(config: Any, what: str) -> None:
     where = f"{what}: config.json "
     if not isinstance(config.arch, str):
         raise ProtectionError(f"{where}arch={config.arch!r} is not an architecture name; {DAMAGED}.")
-    if config.hf_config is None:
-        check_size(config.width, config.num_classes, where)
-    elif (isinstance(config.num_classes, bool) or not isinstance(config.num_classes, int)
-          or not 1 <= config.num_classes <= MAX_CLASSES):
-        raise ProtectionError(f"{where}num_classes={config.num_classes!r} must be an integer from 1 to "
-                              f"{MAX_CLASSES:,}.")
+    # a transformers surrogate's sizes are in hf_config (checked against the weights by check_fits); width is unused
+    check_size(config.width if config.hf_config is None else None, config.num_classes, where)
     size = config.image_size
     if (not isinstance(size, list) or len(size) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 for v in size)):
