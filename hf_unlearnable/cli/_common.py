@@ -122,9 +122,6 @@ def given(**keywords: Any) -> dict[str, Any]:
 # -- atomic outputs ------------------------------------------------------------------------------------------------
 def check_output(output: str, overwrite: bool, *inputs: str | None) -> Path:
     target = Path(os.path.expanduser(output))
-    blocking = file_in_the_way(target)
-    if blocking is not None:
-        raise ProtectionError(f"--output {output!r}: {str(blocking)!r} is a file, not a folder; choose another path.")
     for src in inputs:   # --overwrite must never replace (or swallow) what the command reads
         if src is None or not Path(os.path.expanduser(src)).exists():
             continue
