@@ -7,10 +7,10 @@ of rows replaced by their protected twins) beside its clean-only control (the (1
 
 from __future__ import annotations
 
-import json
+import copy
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,6 +18,7 @@ import torch
 
 from ._data import LabelledImages, check_same_task, load_labelled
 from ._images import MAX_EPSILON, check_seed, working_size
+from ._report import PROTOCOLS, Report
 from .defences import TRAINING_OPTIONS, get_defence
 from .errors import ProtectionError
 from .surrogates.nets import build, check_size
@@ -31,6 +32,10 @@ class VictimConfig:
     arch: str = "convnet"
     width: int | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
+    # protocol="finetune": after pre-training, this many epochs on the fine-tuning rows, cosine from this peak lr
+    # (the BEO authors' cifar10-ft.py: 5 epochs; 0.01 is a tenth of the victim's own peak, benchmarks/finetune.py)
+    finetune_epochs: int = 5
+    finetune_lr: float = 0.01
 
     @classmethod
     def auto(cls, epochs: int | None = None) -> "VictimConfig":
@@ -41,7 +46,8 @@ class VictimConfig:
         return cls("convnet", None, TrainConfig(epochs=epochs or 30))
 
     def to_dict(self) -> dict:
-        return {"arch": self.arch, "width": self.width, "train": self.train.to_dict()}
+        return {"arch": self.arch, "width": self.width, "train": self.train.to_dict(),
+                "finetune_epochs": self.finetune_epochs, "finetune_lr": self.finetune_lr}
 
 
 def _victim(victim: Any, epochs: int | None) -> VictimConfig:
@@ -56,7 +62,7 @@ def _victim(victim: Any, epochs: int | None) -> VictimConfig:
         if victim == "resnet18":
             cfg.width = 64
     elif isinstance(victim, dict):
-        unknown = sorted(set(victim) - {"arch", "width", "train"})
+        unknown = sorted(set(victim) - {"arch", "width", "train", "finetune_epochs", "finetune_lr"})
         try:
             if unknown:
                 raise TypeError(f"unknown key(s) {unknown}")
@@ -67,67 +73,21 @@ def _victim(victim: Any, epochs: int | None) -> VictimConfig:
                 from None
         width = victim.get("width")
         check_size(width, 1, "victim ")
-        cfg = VictimConfig(victim.get("arch", "convnet"), width, train)
+        cfg = VictimConfig(victim.get("arch", "convnet"), width, train, victim.get("finetune_epochs", 5),
+                           victim.get("finetune_lr", 0.01))
     else:
         raise ProtectionError(f"victim={victim!r}: pass None (auto), an architecture name, a dict or a VictimConfig.")
     if epochs is not None:
-        cfg = VictimConfig(cfg.arch, cfg.width, TrainConfig(**{**cfg.train.to_dict(), "epochs": int(epochs)}))
+        cfg = VictimConfig(cfg.arch, cfg.width, TrainConfig(**{**cfg.train.to_dict(), "epochs": int(epochs)}),
+                           cfg.finetune_epochs, cfg.finetune_lr)
+    if isinstance(cfg.finetune_epochs, bool) or not isinstance(cfg.finetune_epochs, (int, np.integer)) \
+            or cfg.finetune_epochs < 1:
+        raise ProtectionError(f"finetune_epochs={cfg.finetune_epochs!r} must be a positive integer.")
+    if isinstance(cfg.finetune_lr, bool) or not isinstance(cfg.finetune_lr, (int, float)) \
+            or not 0 < cfg.finetune_lr <= 10:
+        raise ProtectionError(f"finetune_lr={cfg.finetune_lr!r} must be a learning rate in (0, 10].")
     build(cfg.arch, 2, cfg.width)  # fail early on an unknown architecture
     return cfg
-
-
-@dataclass
-class Report:
-    """Victim accuracies with everything needed to read and reproduce them."""
-
-    rows: list[dict]
-    victim: dict
-    seed: int
-    sizes: dict
-    environment: dict
-    seconds: float = 0.0
-    resolution: list[int] | None = None    # the working size victims trained and were tested at (h, w)
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_json(self, path: str | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            from ._artefacts import write_text_atomic
-
-            write_text_atomic(path, text)   # whole or not at all
-        return text
-
-    def accuracy(self, train_set: str, ratio: float | None = None, defence: str = "none") -> float:
-        """The test accuracy of one run, e.g. report.accuracy("mix", 0.5)."""
-        for r in self.rows:
-            if r["train_set"] == train_set and r["defence"] == defence and (ratio is None or
-                                                                            abs(r["ratio"] - ratio) < 1e-9):
-                return r["test_accuracy"]
-        raise KeyError(f"no run {train_set!r} r={ratio} defence={defence!r} in this report")
-
-    def to_markdown(self) -> str:
-        t = self.victim["train"]
-        lines = [
-            f"Victim: {self.victim['arch']}, {t['epochs']} epochs, batch {t['batch_size']}, "
-            f"{'crop+flip' if t['augment'] else 'no augmentation'}; seed {self.seed}; "
-            f"{self.sizes['train']} train / {self.sizes['test']} test images"
-            + (f" at {self.resolution[0]}x{self.resolution[1]}" if self.resolution else "")
-            + f"; device {self.environment['device']}.",
-            "",
-            *[f"**Warning:** {w}" for w in self.warnings],
-            *([""] if self.warnings else []),
-            "| defence | training set | protected share r | train images | test accuracy | vs clean-only control |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in self.rows:
-            gap = r.get("minus_control")
-            lines.append(
-                f"| {r['defence']} | {r['train_set']} | {r['ratio']:.2f} | {r['n_train']} | "
-                f"{100 * r['test_accuracy']:.2f} % | {'' if gap is None else f'{100 * gap:+.2f} pts'} |")
-        return "\n".join(lines)
 
 
 def _aligned(protected: LabelledImages, clean: LabelledImages) -> None:
@@ -167,23 +127,37 @@ def mix_rows(n: int, ratio: float, seed: int) -> np.ndarray:
     return chosen
 
 
-def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[float] = (1.0,),
+def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[float] | None = None,
              defences: Sequence[str] = ("none",), victim: Any = None, epochs: int | None = None, seed: int = 0,
              image_column: str | None = None, label_column: str | None = None, progress: bool = True,
-             baselines: bool = True, resolution: int | tuple[int, int] | None = None) -> Report:
+             baselines: bool = True, resolution: int | tuple[int, int] | None = None,
+             protocol: str = "scratch") -> Report:
     """Train victims on protected (and mixed) data and report their accuracy on the clean test set.
 
-    `mix`: shares r in (0, 1] of the rows that are protected; r < 1 needs `clean=` (the same rows, unprotected)
-    and trains both the mix and the clean-only control. `defences`: names in defences.DEFENCES. `victim`: None
-    (ResNet-18 on CUDA, else the CPU ConvNet), an architecture name, or a VictimConfig. Seeds are fixed and
-    reported: `seed` picks the protected rows of each mix and seeds every victim. `baselines=False` skips the
-    clean victim and the clean-only controls (they depend only on `clean`, `mix` and `seed`, so several methods
-    compared on the same rows can share one set of baselines). `resolution` (an int side or (h, w), default 32):
+    `mix`: shares r in (0, 1] of the rows that are protected (default [1.0]; [0.5] under protocol="finetune"); r < 1
+    needs `clean=` (the same rows, unprotected). `defences`: names in defences.DEFENCES. `victim`: None (ResNet-18 on
+    CUDA, else the CPU ConvNet), an architecture name, a dict or a VictimConfig. Seeds are fixed and reported: `seed`
+    picks the protected rows of each mix and seeds every victim. `resolution` (an int side or (h, w), default 32):
     every image (any size and mode) is resized to it, as a scraper's pipeline does, before victims train and test.
+
+    `protocol="scratch"`: every victim trains from scratch: the clean data, the protected data (r = 1), and for each
+    r < 1 the mix beside its clean-only control (the (1 - r) clean rows alone). `protocol="finetune"` (the threat of
+    someone fine-tuning a model on scraped data): for each r < 1, a victim pre-trained on the (1 - r) clean rows is
+    fine-tuned on the other r rows, once protected and once clean, and reported beside the pre-trained victim alone
+    (VictimConfig.finetune_epochs / finetune_lr). `baselines=False` skips what depends only on `clean`, `mix` and
+    `seed` (the clean victim, the clean-only controls, the clean fine-tune), so several methods compared on the same
+    rows can share one set of baselines.
+
     A victim trained on clean data that sits at chance level (accuracy within 5 points of 1/K) is flagged in the
     Report's `warnings`: the protection numbers beside it then say nothing.
     """
     t_start = time.perf_counter()
+    if protocol not in PROTOCOLS:
+        raise ProtectionError(f"protocol={protocol!r}: choose one of {sorted(PROTOCOLS)} ('scratch' trains every "
+                              "victim from scratch; 'finetune' pre-trains on clean rows, then fine-tunes).")
+    finetune = protocol == "finetune"
+    if mix is None:
+        mix = [0.5] if finetune else [1.0]
     if isinstance(mix, (int, float, np.number)) and not isinstance(mix, bool):
         mix = [mix]
     if not isinstance(mix, (list, tuple, np.ndarray)) or len(mix) == 0:
@@ -201,6 +175,9 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
     for r in ratios:
         if not 0 < r <= 1:
             raise ProtectionError(f"mix ratio {r} must be in (0, 1]: the share of rows that are protected.")
+        if finetune and r == 1:
+            raise ProtectionError("protocol='finetune' with mix ratio 1.0 leaves no clean rows to pre-train on: use "
+                                  "ratios below 1 (e.g. mix=[0.5]), the share of rows the victim fine-tunes on.")
     seed = check_seed(seed)
     defence_fns = {d: get_defence(d) for d in defences}
     cfg = _victim(victim, epochs)
@@ -212,42 +189,57 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
     if C is not None:
         _aligned(P, C)
     elif any(r < 1 for r in ratios):
-        raise ProtectionError("a mix ratio below 1 needs clean=<the unprotected dataset> to build the mix and its "
-                              "clean-only control.")
+        needs = "protocol='finetune'" if finetune else "a mix ratio below 1"
+        raise ProtectionError(f"{needs} needs clean=<the unprotected dataset> to build the mix and its clean-only "
+                              "control.")
     check_same_task(P, T)
     num_classes = P.num_classes
 
-    n = len(P)
-    runs: list[tuple[str, float, np.ndarray, np.ndarray]] = []   # (train_set, r, images, labels)
-    if C is not None and baselines:
-        runs.append(("clean", 0.0, C.images, C.labels))
-    for r in ratios:
-        if r == 1.0:
-            runs.append(("protected", 1.0, P.images, P.labels))
-            continue
-        chosen = mix_rows(n, r, seed)
-        images = np.where(chosen[:, None, None, None], P.images, C.images)
-        runs.append(("mix", r, images, P.labels))
-        if baselines:
-            runs.append(("clean-only control", r, C.images[~chosen], C.labels[~chosen]))
-
     rows = []
     for dname, dfn in defence_fns.items():
-        test_x = nchw(dfn(T.images))
-        test_y = torch.from_numpy(T.labels)
+        test_x, test_y = nchw(dfn(T.images)), torch.from_numpy(T.labels)
         train_cfg = TrainConfig(**{**cfg.train.to_dict(), **TRAINING_OPTIONS.get(dname, {})})
-        for train_set, r, images, labels in runs:
-            x = nchw(dfn(images))
-            torch.manual_seed(seed)  # initial weights too: a victim must not depend on what ran before it
-            model = build(cfg.arch, num_classes, cfg.width)
-            hist = fit(model, x, torch.from_numpy(labels), train_cfg, seed=seed, progress=progress,
-                       desc=f"victim [{dname}] {train_set} r={r:.2f}")
+
+        def train(train_set: str, r: float, images: np.ndarray, labels: np.ndarray, model=None, tcfg=train_cfg,
+                  schedule: str = "onecycle") -> torch.nn.Module:
+            if model is None:
+                torch.manual_seed(seed)  # initial weights too: a victim must not depend on what ran before it
+                model = build(cfg.arch, num_classes, cfg.width)
+            hist = fit(model, nchw(dfn(images)), torch.from_numpy(labels), tcfg, seed=seed, progress=progress,
+                       desc=f"victim [{dname}] {train_set} r={r:.2f}", schedule=schedule)
             rows.append({"defence": dname, "train_set": train_set, "ratio": r, "n_train": int(len(labels)),
                          "test_accuracy": accuracy(model, test_x, test_y), "train_accuracy": hist["train_accuracy"],
                          "seconds": round(hist["seconds"], 1)})
+            return model
+
+        if finetune:
+            ft_cfg = TrainConfig(**{**train_cfg.to_dict(), "epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr})
+            for r in ratios:
+                chosen = mix_rows(len(P), r, seed)
+                base = train("pre-trained", r, C.images[~chosen], C.labels[~chosen])
+                start = copy.deepcopy(base.state_dict())
+                sets = [("fine-tuned on protected", P)] + ([("fine-tuned on clean", C)] if baselines else [])
+                for name, source in sets:
+                    base.load_state_dict(start)
+                    train(name, r, source.images[chosen], source.labels[chosen], model=base, tcfg=ft_cfg,
+                          schedule="cosine")
+            control_set = "pre-trained"
+        else:
+            if C is not None and baselines:
+                train("clean", 0.0, C.images, C.labels)
+            for r in ratios:
+                if r == 1.0:
+                    train("protected", 1.0, P.images, P.labels)
+                    continue
+                chosen = mix_rows(len(P), r, seed)
+                train("mix", r, np.where(chosen[:, None, None, None], P.images, C.images), P.labels)
+                if baselines:
+                    train("clean-only control", r, C.images[~chosen], C.labels[~chosen])
+            control_set = "clean-only control"
         for row in rows:
-            if row["defence"] == dname and row["train_set"] == "mix":
-                ctrl = next((c for c in rows if c["defence"] == dname and c["train_set"] == "clean-only control"
+            if row["defence"] == dname and row["train_set"] in ("mix", "fine-tuned on protected",
+                                                                "fine-tuned on clean"):
+                ctrl = next((c for c in rows if c["defence"] == dname and c["train_set"] == control_set
                              and c["ratio"] == row["ratio"]), None)
                 if ctrl is not None:
                     row["minus_control"] = row["test_accuracy"] - ctrl["test_accuracy"]
@@ -256,7 +248,7 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
     chance = 1 / num_classes
     warnings = []
     for row in rows:
-        if row["train_set"] in ("clean", "clean-only control"):
+        if row["train_set"] in ("clean", "clean-only control", "pre-trained"):
             row["at_chance"] = row["test_accuracy"] <= chance + 0.05
             if row["at_chance"]:
                 warnings.append(f"the victim trained on clean data ({row['train_set']}, r={row['ratio']:.2f}, defence "
@@ -269,5 +261,6 @@ def evaluate(protected: Any, test: Any, *, clean: Any = None, mix: Sequence[floa
     env = {"device": str(device()), "torch": torch.__version__, "hf_unlearnable": __version__,
            "python": platform.python_version(), "threads": torch.get_num_threads()}
     return Report(rows=rows, victim=cfg.to_dict(), seed=seed,
-                  sizes={"train": n, "test": len(T), "num_classes": num_classes}, environment=env,
-                  seconds=round(time.perf_counter() - t_start, 1), resolution=list(size), warnings=warnings)
+                  sizes={"train": len(P), "test": len(T), "num_classes": num_classes}, environment=env,
+                  seconds=round(time.perf_counter() - t_start, 1), resolution=list(size), warnings=warnings,
+                  protocol=protocol)

@@ -241,6 +241,13 @@ def test_craft_then_protect_with_noise_then_evaluate(tiny, tmp_path, capsys):
     rows = json.loads(report_json.read_text())["rows"]
     assert {r["train_set"] for r in rows} == {"clean", "protected", "mix", "clean-only control"}
     assert report_md.read_text().strip() == printed.strip()
+    assert main(["evaluate", "--protected", str(out), "--test", str(src), "--clean", str(src), "--protocol",
+                 "finetune", "--epochs", "1", "--json", str(report_json), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "Protocol: finetune" in printed and "| fine-tuned on protected | 0.50 |" in printed
+    assert json.loads(report_json.read_text())["protocol"] == "finetune"
+    assert main(["evaluate", "--protected", str(out), "--test", str(src), "--protocol", "finetune", "-q"]) == 2
+    assert "needs clean=" in capsys.readouterr().err
 
 
 def test_demo_runs_every_method_end_to_end_on_a_small_slice(tmp_path):

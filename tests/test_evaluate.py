@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -91,9 +92,14 @@ def test_same_seed_same_report(data, report):
 def recorded(monkeypatch):
     calls = []
 
-    def fake_fit(model, images, labels, cfg, *, seed=0, desc="", progress=True, transform=None):
+    def fake_fit(model, images, labels, cfg, *, seed=0, desc="", progress=True, transform=None,
+                 schedule="onecycle"):
         calls.append({"images": images.clone(), "labels": labels.clone(), "seed": seed, "epochs": cfg.epochs,
-                      "desc": desc, "adversarial_epsilon": cfg.adversarial_epsilon})
+                      "desc": desc, "adversarial_epsilon": cfg.adversarial_epsilon, "lr": cfg.lr,
+                      "schedule": schedule, "weights": [p.detach().clone() for p in model.parameters()]})
+        with torch.no_grad():
+            for p in model.parameters():       # a fake step: fine-tuning must start from these weights
+                p.add_(1.0)
         return {"train_loss": 0.0, "train_accuracy": 0.0, "steps": 0, "seconds": 0.0}
 
     monkeypatch.setattr(evaluate_module, "fit", fake_fit)
@@ -229,3 +235,63 @@ def test_mix_with_an_empty_control_is_refused(data, recorded):
     clean, protected, test = data
     with pytest.raises(ProtectionError, match="control"):
         evaluate(protected, test, clean=clean, mix=[0.99], epochs=1, progress=False)
+
+
+# -- protocol="finetune" -------------------------------------------------------------------------------------------
+def test_finetune_pretrains_on_the_clean_part_then_finetunes_twice_from_the_same_weights(data, recorded):
+    clean, protected, test = data
+    report = evaluate(protected, test, clean=clean, protocol="finetune", mix=[0.25], epochs=3, seed=1,
+                      victim={"arch": "convnet", "width": 8, "finetune_epochs": 2, "finetune_lr": 0.005},
+                      progress=False)
+    C, P = np.stack(stored_arrays(clean)), np.stack(stored_arrays(protected))
+    pre, ft_protected, ft_clean = recorded
+    labels = np.array(clean["label"])
+    chosen = evaluate_module.mix_rows(40, 0.25, 1)
+    np.testing.assert_array_equal(_hwc(pre["images"]), C[~chosen])
+    np.testing.assert_array_equal(_hwc(ft_protected["images"]), P[chosen])
+    np.testing.assert_array_equal(_hwc(ft_clean["images"]), C[chosen])
+    np.testing.assert_array_equal(ft_protected["labels"].numpy(), labels[chosen])
+    assert (pre["epochs"], pre["schedule"]) == (3, "onecycle")
+    assert (ft_protected["epochs"], ft_protected["lr"], ft_protected["schedule"]) == (2, 0.005, "cosine")
+    # both fine-tunes start from the pre-trained weights (the fake step added 1 to every weight), not from each other
+    for a, b, w in zip(ft_protected["weights"], ft_clean["weights"], pre["weights"]):
+        assert torch.equal(a, b) and torch.equal(a, w + 1.0)
+    assert [(r["train_set"], r["ratio"], r["n_train"]) for r in report.rows] == [
+        ("pre-trained", 0.25, 30), ("fine-tuned on protected", 0.25, 10), ("fine-tuned on clean", 0.25, 10)]
+    assert "minus_control" in report.rows[1] and "minus_control" in report.rows[2]
+    assert report.protocol == "finetune" and report.to_dict()["protocol"] == "finetune"
+    assert report.victim["finetune_epochs"] == 2
+    md = report.to_markdown()
+    assert "Protocol: finetune" in md and "vs pre-trained victim" in md and "| fine-tuned on clean |" in md
+
+
+def test_finetune_defaults_to_half_and_baselines_false_skips_the_clean_finetune(data, recorded):
+    clean, protected, test = data
+    report = evaluate(protected, test, clean=clean, protocol="finetune", epochs=1, progress=False, baselines=False)
+    assert [(r["train_set"], r["ratio"]) for r in report.rows] == [("pre-trained", 0.5),
+                                                                   ("fine-tuned on protected", 0.5)]
+    assert evaluate(protected, test, clean=clean, epochs=1, progress=False).protocol == "scratch"
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"protocol": "retrain"}, "protocol='retrain'"),
+    ({"protocol": "finetune", "mix": [1.0]}, "no clean rows to pre-train"),
+    ({"protocol": "finetune", "clean": None}, "needs clean="),
+    ({"protocol": "finetune", "victim": {"finetune_epochs": 0}}, "finetune_epochs=0"),
+    ({"protocol": "finetune", "victim": {"finetune_lr": -1}}, "finetune_lr=-1"),
+])
+def test_finetune_refusals(data, recorded, kwargs, words):
+    from hf_unlearnable.errors import ProtectionError
+
+    clean, protected, test = data
+    with pytest.raises(ProtectionError, match=re.escape(words)):
+        evaluate(protected, test, **{"clean": clean, "epochs": 1, "progress": False, **kwargs})
+    assert recorded == []
+
+
+def test_finetune_real_run(data):
+    clean, protected, test = data
+    report = evaluate(protected, test, clean=clean, protocol="finetune", mix=[0.5], epochs=1, seed=3,
+                      victim={**SMALL_VICTIM, "finetune_epochs": 1}, progress=False)
+    assert len(report.rows) == 3 and all(0 <= r["test_accuracy"] <= 1 for r in report.rows)
+    assert Report(**json.loads(report.to_json())).to_markdown() == report.to_markdown()

@@ -19,9 +19,10 @@ def register(sub) -> None:
                          "the clean data (with --clean), the protected data (mix 1.0), and for each mix ratio r < 1 "
                          "both the mix (a seeded share r of rows protected) and its clean-only control (the 1 - r "
                          "clean rows alone; without it a mix result means nothing). Prints the report as Markdown."),
-        epilog="example:\n"
+        epilog="examples:\n"
                "  hf-unlearnable evaluate --protected out/em-cw --test bundled --clean bundled \\\n"
-               "      --mix 1.0 0.5 --defences none grayscale --epochs 15 --json report.json",
+               "      --mix 1.0 0.5 --defences none grayscale --epochs 15 --json report.json\n"
+               "  hf-unlearnable evaluate --protected out/em-cw --clean bundled --protocol finetune --mix 0.5",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protected", required=True, metavar="SRC",
                    help=f"the protected training data: usually a folder written by `protect`; also {SOURCES_HELP}. "
@@ -35,9 +36,14 @@ def register(sub) -> None:
                    help="the unprotected training data, row for row the source of --protected; adds a clean victim "
                         "and is needed for mix ratios below 1. Default: none.")
     p.add_argument("--clean-split", default="train", help="split of --clean. Default: train.")
-    p.add_argument("--mix", type=ratio, nargs="+", default=[1.0], metavar="R",
-                   help="shares of protected rows in (0, 1]; each r < 1 trains the mix and its clean-only control. "
-                        "Default: 1.0.")
+    p.add_argument("--mix", type=ratio, nargs="+", default=None, metavar="R",
+                   help="shares of protected rows in (0, 1]; each r < 1 trains the mix and its clean-only control "
+                        "(with --protocol finetune: the share the victim fine-tunes on). Default: 1.0 (finetune: "
+                        "0.5).")
+    p.add_argument("--protocol", default="scratch", choices=["scratch", "finetune"],
+                   help="scratch: every victim trains from scratch. finetune: for each r < 1 a victim pre-trains on "
+                        "the clean 1 - r rows, then fine-tunes on the other r rows, protected and clean, reported "
+                        "beside the pre-trained victim (needs --clean). Default: scratch.")
     p.add_argument("--defences", nargs="+", default=["none"], metavar="NAME",
                    help=f"defences applied to the victim's train and test inputs, from {sorted(DEFENCES)}. "
                         "Default: none.")
@@ -65,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     check_file_outputs(json=args.json, markdown=args.markdown)
     for d in args.defences:
         get_defence(d)
-    for r in args.mix:
+    for r in args.mix or []:
         if not 0 < r <= 1:
             raise ProtectionError(f"--mix {r}: each ratio must be in (0, 1], the share of rows that are protected.")
     protected = load_source(args.protected, args.protected_split)
@@ -73,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     clean = load_source(args.clean, args.clean_split) if args.clean is not None else None
     report = evaluate(protected, test, clean=clean, mix=args.mix, defences=args.defences, victim=args.victim,
                       epochs=args.epochs, seed=args.seed, image_column=args.image_column,
-                      label_column=args.label_column, progress=args.quiet == 0, **given(resolution=args.resolution))
+                      label_column=args.label_column, progress=args.quiet == 0, protocol=args.protocol,
+                      **given(resolution=args.resolution))
     md = report.to_markdown()
     print(md)
     if args.json:
