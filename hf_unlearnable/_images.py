@@ -163,6 +163,14 @@ def encode_png(arr: np.ndarray) -> dict:
     return {"bytes": buf.getvalue(), "path": None}
 
 
+def png_image(cell: dict) -> PIL.Image.Image:
+    """An encode_png cell as the PIL image datasets would decode it (loaded, format PNG): what a batch that arrived
+    as images gets back."""
+    image = PIL.Image.open(io.BytesIO(cell["bytes"]))
+    image.load()
+    return image
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Working resolution: methods and victims see every image as RGB at one size; noise comes back to each image's own
 # size and channels. Resizing is the scraper's pipeline (squash to the size, antialiased bilinear).

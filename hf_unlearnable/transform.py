@@ -14,11 +14,13 @@ import os
 from typing import Any, Sequence
 
 import numpy as np
+import PIL.Image
 
 from ._classmap import batch_label_column, check_class_map, map_labels
 from ._data import check_column_names, check_labels, find_batch_columns, real_class_names, row_ids, row_in_batch
 from ._images import (add_steps, check_epsilon, check_resolution, colour_channels, decode_images, encode_png,
-                      epsilon_levels, fit_steps, group_by_shape, open_image_cell, resize_steps, working_rgb)
+                      epsilon_levels, fit_steps, group_by_shape, open_image_cell, png_image, resize_steps,
+                      working_rgb)
 from .errors import ProtectionError
 from .methods import get_method
 from .noise import Noise
@@ -131,7 +133,11 @@ class ProtectTransform:
         if noise is not None and noise.kind == "classwise" and lab_col is not None and noise.centroids is None \
                 and self.class_map is None:
             _check_class_names(noise, batch, lab_col)
-        images = decode_images(_image_cells(batch, img_col, indices), img_col, indices)
+        cells = _image_cells(batch, img_col, indices)
+        # IterableDataset.map hands plain dicts of decoded images and forgets the output's features: images given
+        # as images come back as images. Dataset.map (a LazyBatch) and raw cells keep the encoded PNG cell.
+        as_images = type(batch) is dict and bool(cells) and all(isinstance(c, PIL.Image.Image) for c in cells)
+        images = decode_images(cells, img_col, indices)
         if not images:
             return {img_col: []}
         labels = None
@@ -174,7 +180,8 @@ class ProtectTransform:
                     f"column {img_col!r}, {row_in_batch(i, indices)}: the noise leaves this image unchanged (it rounds "
                     "to zero, or every pixel it would move is already at 0 or 255), so it would be released "
                     "unprotected. Use a larger epsilon or another method for it, or leave the row out.")
-            out.append(encode_png(new))      # PNG bytes, not the decoded copy, are what the batch keeps
+            cell = encode_png(new)           # PNG bytes, not the decoded copy, are what the batch keeps
+            out.append(png_image(cell) if as_images else cell)
         return {img_col: out}
 
     def _method_deltas(self, method, images: list, labels, ids: list, agnostic: bool) -> list:

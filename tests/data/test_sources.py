@@ -81,12 +81,24 @@ def test_errors_name_what_was_tried(tmp_path, spec, match):
         load_source(spec.replace("FILE", str(tmp_path / "notes.txt")))
 
 
-def test_streaming_map_yields_images_after_a_cast(tmp_path):
-    """IterableDataset.map(protect(...)) leaves the output features unknown; casting back to the input's features
-    declares them, and the images come back as images."""
+def test_streaming_map_yields_images_as_images(tmp_path):
+    """IterableDataset.map(protect(...)) forgets the output features: the transform gives images back as images
+    (PNG-encoded, within epsilon), with or without a cast back to the input's features; Dataset.map keeps cells."""
+    import numpy as np
+
     from hf_unlearnable import protect
 
     ds = load_source(str(make_photo_folder(tmp_path / "photos")))
     stream = ds.to_iterable_dataset()
-    row = next(iter(stream.map(protect(method="random"), batched=True).cast(stream.features)))
-    assert isinstance(row["image"], PIL.Image.Image) and row["image"].format == "PNG"
+    rows = list(stream.map(protect(method="random"), batched=True))
+    cast = next(iter(stream.map(protect(method="random"), batched=True).cast(stream.features)))
+    mapped = ds.map(protect(method="random"), batched=True)
+    assert len(rows) == len(ds) and rows[0]["file_name"] == ds[0]["file_name"]
+    for row, src, kept in zip(rows, ds, mapped):
+        assert isinstance(row["image"], PIL.Image.Image) and row["image"].format == "PNG"
+        assert row["image"].size == src["image"].size and row["image"].mode == src["image"].mode
+        a, b = np.asarray(row["image"], dtype=np.int16), np.asarray(src["image"], dtype=np.int16)
+        assert 0 < np.abs(a - b).max() <= 8
+        assert np.array_equal(np.asarray(kept["image"]), np.asarray(row["image"]))   # the same bytes either way
+    assert isinstance(cast["image"], PIL.Image.Image)
+    assert np.array_equal(np.asarray(cast["image"]), np.asarray(rows[0]["image"]))
