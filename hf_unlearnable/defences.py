@@ -7,6 +7,11 @@ of the victim's training, not listed here.
 "adversarial" is a training-time defence: the inputs stay as they are and the victim trains on L_inf adversarial
 examples of its own (TRAINING_OPTIONS: fast adversarial training at 8/255, FGSM from a random start; Wong et al.
 2020), which erases error-minimising shortcuts that live within that radius (REM, methods.md §4.7).
+
+"cutout", "cutmix", "mixup", "ueraser" and "ueraser-lite" are training-time too (TRAINING_OPTIONS sets the victim's
+TrainConfig.batch_defence): each training batch is augmented on the fly (_augment.py; APBench's CutOut, kornia's
+CutMix / MixUp with the mixed-label loss, UEraser's max loss over 5 augmented copies or 1 for Lite); test images
+are never augmented.
 """
 
 from __future__ import annotations
@@ -43,9 +48,13 @@ def jpeg(images: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:
     return out
 
 
-DEFENCES = {"none": no_defence, "grayscale": grayscale, "jpeg": jpeg, "adversarial": no_defence}
-# defences that change how the victim trains: TrainConfig fields set for that defence's victims
-TRAINING_OPTIONS = {"adversarial": {"adversarial_epsilon": 8 / 255, "adversarial_steps": 1}}
+BATCH_DEFENCES = ("cutout", "cutmix", "mixup", "ueraser", "ueraser-lite")   # _augment.BATCH_DEFENCES
+DEFENCES = {"none": no_defence, "grayscale": grayscale, "jpeg": jpeg, "adversarial": no_defence,
+            **{name: no_defence for name in BATCH_DEFENCES}}
+# defences that change how the victim trains: TrainConfig fields set for that defence's victims. Each switches the
+# others off (TrainConfig refuses adversarial training combined with a batch defence).
+TRAINING_OPTIONS = {"adversarial": {"adversarial_epsilon": 8 / 255, "adversarial_steps": 1, "batch_defence": "none"},
+                    **{name: {"batch_defence": name, "adversarial_epsilon": 0.0} for name in BATCH_DEFENCES}}
 
 
 def get_defence(name: str):

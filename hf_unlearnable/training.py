@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._augment import batch_defence as _batch_defence
+
 logger = logging.getLogger(__name__)
 
 
@@ -31,7 +33,8 @@ def fast_bf16(device_type: str) -> bool:
     if device_type == "cuda":
         return True
     try:
-        flags = open("/proc/cpuinfo").read()
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
@@ -97,12 +100,16 @@ class TrainConfig:
     channels_last: bool = True    # used only with bf16 (memory_format)
     adversarial_epsilon: float = 0.0  # > 0: train on L_inf adversarial examples of this radius (Madry et al.)
     adversarial_steps: int = 1    # 1 = FGSM from a random start (Wong et al. 2020, step 1.25 eps); n > 1 = PGD-n
+    batch_defence: str = "none"   # a training-time batch defence of _augment.BATCH_DEFENCES (cutmix, ueraser, ...)
 
     def __post_init__(self):
         if not 0 <= self.adversarial_epsilon <= 1:
             raise ValueError(f"adversarial_epsilon={self.adversarial_epsilon!r} must be in [0, 1].")
         if not isinstance(self.adversarial_steps, int) or self.adversarial_steps < 1:
             raise ValueError(f"adversarial_steps={self.adversarial_steps!r} must be a positive integer.")
+        if _batch_defence(self.batch_defence) is not None and self.adversarial_epsilon:
+            raise ValueError(f"batch_defence={self.batch_defence!r} cannot be combined with adversarial_epsilon > 0: "
+                             "each is a defence of its own.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,6 +151,8 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Train
     """Train `model` from its current weights on uint8 NCHW `images` with int64 `labels`.
 
     `transform` (float NCHW -> float NCHW) runs after augmentation: the hook for training-time defences.
+    `cfg.batch_defence` (CutMix, UEraser, ...; _augment.py) augments each batch where `transform` runs and computes
+    the loss in place of the plain cross-entropy.
     `after_step` runs after every optimiser step (e.g. a projection of the weights, certify.recover).
     `schedule`: "onecycle" (warm-up then linear decay; victims) or "cosine" (fine-tuning from trained weights).
     Returns a small history dict (final train loss/accuracy, steps, seconds).
@@ -158,6 +167,7 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Train
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     prepare(model, cfg, dev)
+    defence = _batch_defence(cfg.batch_defence)
     n = len(images)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = max(1, steps_per_epoch * cfg.epochs)
@@ -185,13 +195,18 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Train
                 x = crop_flip(x, gen)
             if transform is not None:
                 x = transform(x)
+            if defence is not None:
+                x, target = defence.augment(x, y)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=memory_format(dev))
             if cfg.adversarial_epsilon:
                 x = linf_adversarial(model, x, y, cfg.adversarial_epsilon, cfg.adversarial_steps, gen, cfg.bf16)
             with autocast(dev, cfg.bf16):
-                out = model(x)
-                loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+                if defence is None:
+                    out = model(x)
+                    loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+                else:
+                    loss, out = defence.loss(model, x, target, cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

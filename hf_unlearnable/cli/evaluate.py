@@ -45,8 +45,9 @@ def register(sub) -> None:
                         "the clean 1 - r rows, then fine-tunes on the other r rows, protected and clean, reported "
                         "beside the pre-trained victim (needs --clean). Default: scratch.")
     p.add_argument("--defences", nargs="+", default=["none"], metavar="NAME",
-                   help=f"defences applied to the victim's train and test inputs, from {sorted(DEFENCES)}. "
-                        "Default: none.")
+                   help=f"defences of the victim, from {sorted(DEFENCES)}: grayscale and jpeg change its train "
+                        "and test inputs; adversarial, cutout, cutmix, mixup, ueraser and ueraser-lite change how it "
+                        "trains. Default: none.")
     p.add_argument("--victim", default=None, choices=sorted(ARCHITECTURES),
                    help="victim architecture. Default: resnet18 on CUDA, else the CPU-fast convnet.")
     p.add_argument("--epochs", type=positive_int, default=None, metavar="N",
