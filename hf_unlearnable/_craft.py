@@ -14,14 +14,17 @@ from .noise import Noise
 logger = logging.getLogger(__name__)
 
 
-def craft(dataset: Any, method: str, *, epsilon: float = 8 / 255, seed: int = 0, checkpoint_dir: str | None = None,
-          image_column: str | None = None, label_column: str | None = None, id_column: str | None = None,
+def craft(dataset: Any, method: str, *, epsilon: float | None = None, seed: int = 0,
+          checkpoint_dir: str | None = None, image_column: str | None = None, label_column: str | None = None,
+          id_column: str | None = None,
           resolution: int | tuple[int, int] | None = None, clusters: int | None = None, **options: Any) -> Noise:
     """Craft noise over a whole `datasets.Dataset` with the method's dataset-level algorithm.
 
     E.g. `craft(ds, "em", mode="classwise")` runs EM's bi-level min-min. Progress is shown with tqdm; with
     `checkpoint_dir` the state is saved after every round and an interrupted run resumes where it stopped.
-    Returns a `Noise` (class-wise by label, or sample-wise by row id) for `protect(noise=...)`.
+    Returns a `Noise` (class-wise by label, or sample-wise by row id) for `protect(noise=...)`. `epsilon`: the
+    L-inf budget (default: the method's, 8/255). Methods with an L2 or L0 budget (ar, lsp) need no crafting: their
+    noise is drawn per batch, `ds.map(protect(method=...), batched=True)`.
 
     Images of any size and mode (RGB, RGBA, L, LA) are crafted at one working `resolution` (an int side or (h, w);
     default: the method's surrogate's input size, 32 for the bundled one), recorded in the noise; `protect` brings
@@ -37,7 +40,12 @@ def craft(dataset: Any, method: str, *, epsilon: float = 8 / 255, seed: int = 0,
     from ._clusters import DEFAULT_CLUSTERS, check_clusters, pseudo_label
 
     cls = get_method(method)
-    cfg = cls.config_class.from_options(method, epsilon=epsilon, seed=seed, **options)
+    if cls.norm != "linf":
+        raise ProtectionError(f"{method!r} needs no crafting (no network, no pass over the data): its noise, an "
+                              f"{cls.norm.upper()} budget, is drawn per batch from each row and its class. Protect "
+                              f"with ds.map(protect(method={method!r}), batched=True).")
+    cfg = cls.config_class.from_options(method, seed=seed, **({} if epsilon is None else {"epsilon": epsilon}),
+                                        **options)
     size = check_resolution(resolution) or cls(cfg).working_resolution()
     cls.check_processes(cfg)      # before reading the data, before torch.distributed
     if checkpoint_dir is not None:    # before the work: not after the first round, when it first writes there

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from ._artefacts import render_card
-from ._images import check_epsilon, epsilon_levels
+from ._images import epsilon_levels
+from ._norms import check_budget, describe
 from .errors import ProtectionError
 from .noise import Noise
 
@@ -55,6 +56,7 @@ class _Provenance:
     kind: str | None = None
     options: dict = field(default_factory=dict)
     noise: dict | None = None
+    norm: str = "linf"           # the norm of epsilon (_norms.py): crafted noise is always L-inf
 
 
 def _provenance(transform, noise, method, epsilon, seed) -> _Provenance:
@@ -85,7 +87,7 @@ def _provenance(transform, noise, method, epsilon, seed) -> _Provenance:
             if transform.resolution is not None:
                 opts["resolution"] = list(transform.resolution)
             return _Provenance(transform.method_name, transform.epsilon, transform.seed,
-                               options=json.loads(json.dumps(opts, default=str)))
+                               options=json.loads(json.dumps(opts, default=str)), norm=transform.norm)
     if noise is not None:
         if not isinstance(noise, Noise):
             raise ProtectionError(f"noise= must be a Noise (see load_noise), got {type(noise).__name__}.")
@@ -98,7 +100,10 @@ def _provenance(transform, noise, method, epsilon, seed) -> _Provenance:
     if epsilon is None:
         raise ProtectionError(f"method={method!r} was given without epsilon=: pass the budget the data was "
                               "protected with (e.g. 8/255).")
-    return _Provenance(str(method), check_epsilon(epsilon), seed)
+    from .methods import METHODS
+
+    norm = METHODS[method].norm if method in METHODS else "linf"
+    return _Provenance(str(method), check_budget(norm, epsilon), seed, norm=norm)
 
 
 def _image_column(ds, image_column: str | None) -> str:
@@ -223,7 +228,8 @@ def _describe_source(entry: dict) -> str:
 
 
 def _what(entry: dict) -> str:
-    m, eps, seed = entry["method"], entry["epsilon_255"], entry["seed"]
+    m, seed = entry["method"], entry["seed"]
+    eps = entry["epsilon_255"] if entry.get("norm", "linf") == "linf" else f"{entry['epsilon']:g}"
     if entry.get("kind"):
         noise = entry.get("noise") or {}
         extra = ""
@@ -298,8 +304,9 @@ def push_protected(dataset: Any, repo_id: str, *, transform: Any = None, noise: 
     if original is not None and not isinstance(original, Dataset):
         raise ProtectionError(f"original= must be a datasets.Dataset, got {type(original).__name__}.")
     prov = _provenance(transform, noise, method, epsilon, seed)
-    k = epsilon_levels(prov.epsilon)
-    config_name = config_name or (f"{prov.method}-{prov.kind}-eps{k}" if prov.kind else f"{prov.method}-eps{k}")
+    k = epsilon_levels(prov.epsilon) if prov.norm == "linf" else None
+    eps_tag = f"eps{k}" if k is not None else f"{prov.norm}-{prov.epsilon:g}"
+    config_name = config_name or (f"{prov.method}-{prov.kind}-{eps_tag}" if prov.kind else f"{prov.method}-{eps_tag}")
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", config_name) or config_name == "default":
         raise ProtectionError(f"config_name={config_name!r}: use letters, digits, '.', '_' and '-' (not 'default').")
     img_col = _image_column(dataset, image_column)
@@ -345,11 +352,15 @@ def push_protected(dataset: Any, repo_id: str, *, transform: Any = None, noise: 
     protection = {"format": PROTECTION_FORMAT, "repo_id": repo_id, "license": repo_license,
                   "configs": dict(old_protection.get("configs", {}))}
     previous = protection["configs"].get(config_name, {})
-    splits = dict(previous.get("splits", {})) if previous.get("epsilon_255") == f"{k}/255" else {}
+    same_budget = (previous.get("norm", "linf"), previous.get("epsilon_255") if k is not None else
+                   previous.get("epsilon")) == (prov.norm, f"{k}/255" if k is not None else prov.epsilon)
+    splits = dict(previous.get("splits", {})) if same_budget else {}
     splits[split] = dataset.num_rows
     protection["configs"][config_name] = {
         "config_name": config_name, "splits": splits, "method": prov.method, "kind": prov.kind,
-        "epsilon": prov.epsilon, "epsilon_255": f"{k}/255", "seed": prov.seed, "options": prov.options,
+        "epsilon": prov.epsilon, "epsilon_255": f"{k}/255" if k is not None else None, "norm": prov.norm,
+        "budget": f"{k}/255" if k is not None else describe(prov.norm, prov.epsilon), "seed": prov.seed,
+        "options": prov.options,
         "noise": prov.noise, "library_version": __version__, "image_column": img_col,
         "columns_changed": changed, "columns_unchanged": unchanged, "columns_verified": original is not None,
         "quality": quality, "rows_changed": None if quality is None else

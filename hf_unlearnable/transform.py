@@ -9,6 +9,7 @@ config + safetensors bytes), so datasets computes the same fingerprint for the s
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from typing import Any, Sequence
@@ -21,6 +22,7 @@ from ._data import check_column_names, check_labels, find_batch_columns, real_cl
 from ._images import (add_steps, check_epsilon, check_resolution, colour_channels, decode_images, encode_png,
                       epsilon_levels, fit_steps, group_by_shape, open_image_cell, png_image, resize_steps,
                       working_rgb)
+from ._norms import budget, describe, measure, to_steps
 from .errors import ProtectionError
 from .methods import get_method
 from .noise import Noise
@@ -78,15 +80,18 @@ class ProtectTransform:
                     f"{noise.config.epsilon_255}: craft the noise at this epsilon, or leave epsilon unset.")
             self.method_name = None
             self.noise = noise
+            self.norm = "linf"
             self.epsilon = noise.epsilon
             self.seed = int(seed)
             self._method_state: dict | None = None
         else:
             cls = get_method(method)
-            eps = DEFAULT_EPSILON if epsilon is None else epsilon
-            cfg = cls.config_class.from_options(method, epsilon=eps, seed=seed, **options)
+            # epsilon=None: the method's own default budget, in its own norm (8/255 L-inf for most; AR L2 1.0)
+            budget = {} if epsilon is None else {"epsilon": epsilon}
+            cfg = cls.config_class.from_options(method, seed=seed, **budget, **options)
             self.method_name = method
             self.noise = None
+            self.norm = cls.norm
             self.epsilon = cfg.epsilon
             self.seed = cfg.seed
             self._method_state = _freeze_options(cfg)
@@ -112,7 +117,7 @@ class ProtectTransform:
 
     def __repr__(self) -> str:
         what = f"method={self.method_name!r}" if self.noise is None else f"noise={self.noise!r}"
-        return f"protect({what}, epsilon={epsilon_levels(self.epsilon)}/255, seed={self.seed})"
+        return f"protect({what}, budget {describe(self.norm, self.epsilon)}, seed={self.seed})"
 
     # -- the map function ---------------------------------------------------------------------------------------
     def __call__(self, batch: dict, indices: Sequence[int] | None = None) -> dict:
@@ -164,17 +169,21 @@ class ProtectTransform:
         else:
             small = self._method_deltas(method, images, labels, ids, agnostic)
             fit = functools.partial(fit_steps, k=k)
+        if self.norm != "linf":       # L2 / L0 budgets: rounded inside the norm at each image's own size
+            fit = functools.partial(to_steps, self.norm, epsilon=self.epsilon)
         out = []
         for i, img in enumerate(images):
             # one image's full-size steps at a time: memory stays near the decoded images themselves
             new = add_steps(img, fit(small[i], img.shape))
-            # The contract, checked on every row rather than trusted: within epsilon after quantisation, alpha kept.
+            # The contract, checked on every row rather than trusted: within budget after quantisation, alpha kept.
             c = colour_channels(img)
             diff = new.astype(np.int16)
             diff -= img
             np.abs(diff, out=diff)
-            if diff.max() > k or diff[:, :, c:].any():
-                raise RuntimeError("internal error: a protected image exceeds its epsilon budget")
+            over = diff.max() > k if self.norm == "linf" else \
+                measure(self.norm, diff[:, :, :c]) > budget(self.norm, self.epsilon, img.shape) + 1e-6
+            if over or diff[:, :, c:].any():
+                raise RuntimeError("internal error: a protected image exceeds its budget")
             if not diff.any():
                 raise ProtectionError(
                     f"column {img_col!r}, {row_in_batch(i, indices)}: the noise leaves this image unchanged (it rounds "
@@ -230,7 +239,7 @@ def _freeze_options(cfg) -> dict:
     from .surrogates import Surrogate
 
     state = {}
-    for name in cfg.__dataclass_fields__:
+    for name in (f.name for f in dataclasses.fields(cfg)):     # not __dataclass_fields__: that holds ClassVars
         value = getattr(cfg, name)
         if isinstance(value, Surrogate):
             from dataclasses import asdict

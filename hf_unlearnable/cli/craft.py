@@ -36,8 +36,8 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=("classwise", "samplewise"), default=None,
                    help="for methods with modes (em): one noise per class (classwise: fast, ~a minute on 2,000 "
                         "CPU images) or one per image (samplewise: ~20x the compute). Default: classwise.")
-    p.add_argument("--epsilon", type=parse_epsilon, default=8 / 255,
-                   help="L-inf budget in [0, 1] pixel units: 8/255 or a float. Default: 8/255.")
+    p.add_argument("--epsilon", type=parse_epsilon, default=None,
+                   help="L-inf budget in [0, 1] pixel units: 8/255 or a float. Default: the method's (8/255).")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a method option, repeatable, e.g. --option max_iters=10 --option steps=10; values are read "
                         "as JSON when possible, a/b as a fraction, else as a string. Default: the paper's values.")
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         options.setdefault("mode", args.mode or "classwise")
     elif args.mode is not None:
         raise ProtectionError(f"method {args.method!r} has no modes; drop --mode.")
-    cls.config_class.from_options(args.method, epsilon=args.epsilon, seed=args.seed, **options)  # fail fast
+    cls.config_class.from_options(args.method, seed=args.seed, **given(epsilon=args.epsilon), **options)  # fail fast
     target = check_output(args.output, args.overwrite, args.data)
     ds = load_source(args.data, args.split, args.config, args.revision)
     logger.info("crafting %s noise over %d rows of %s [%s] (options %s)", args.method, len(ds), args.data,

@@ -48,8 +48,9 @@ def register(sub) -> None:
                           "by `hf-unlearnable craft`); class-wise noise is applied by label, sample-wise noise by "
                           "row id.")
     p.add_argument("--epsilon", type=parse_epsilon, default=None,
-                   help="L-inf budget in [0, 1] pixel units: 8/255 or a float such as 0.0314 (8 alone is refused: "
-                        "did you mean 8/255?). Default: 8/255; with --noise, the noise's own budget.")
+                   help="the budget in the method's norm: L-inf in [0, 1] pixel units, 8/255 or a float such as "
+                        "0.0314 (8 alone is refused: did you mean 8/255?); for ar and lsp an L2 norm per 32x32 "
+                        "image. Default: the method's own (8/255 for L-inf methods); with --noise, the noise's.")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a method option, repeatable, e.g. --option steps=10 --option random_start=true; values are "
                         "read as JSON when possible (ints, floats, true/false, null), a/b as a fraction, else as a "

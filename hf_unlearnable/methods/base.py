@@ -19,8 +19,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass
 class MethodConfig:
-    """Options shared by every method. Subclasses add their own fields with the paper's defaults."""
+    """Options shared by every method. Subclasses add their own fields with the paper's defaults.
 
+    `norm` is the norm of the budget `epsilon` ("linf", "l2" or "l0"; _norms.py says what each means at any image
+    size); a method with another norm sets it here with its own `epsilon` default."""
+
+    norm: ClassVar[str] = "linf"
     epsilon: float = 8 / 255
     seed: int = 0
 
@@ -53,13 +57,14 @@ class MethodConfig:
 
     def validate(self) -> None:
         """Check field values; subclasses extend. Raise ProtectionError naming the option and the fix."""
-        from .._images import check_epsilon, check_seed
+        from .._images import check_seed
+        from .._norms import check_budget
 
         for f in fields(self):   # NumPy scalars as Python ones: the checks below and the JSON config take those
             value = getattr(self, f.name)
             if isinstance(value, (np.bool_, np.integer, np.floating)):
                 setattr(self, f.name, value.item())
-        self.epsilon = check_epsilon(self.epsilon)
+        self.epsilon = check_budget(self.norm, self.epsilon)
         self.seed = check_seed(self.seed)
         for f in fields(self):
             _check_type(f.name, getattr(self, f.name), f.type)
@@ -123,6 +128,7 @@ class Method:
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    norm: ClassVar[str] = "linf"             # the norm of the budget: config_class.norm (checked at registration)
     per_batch: ClassVar[bool] = True
     uses_resolution: ClassVar[bool] = True   # works at the working resolution (runs a network); else at full size
     batch_coupled: ClassVar[bool] = False    # per-batch noise depends on which rows share a batch (not only the row)
