@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 from typing import Any, Sequence
 
@@ -28,6 +29,7 @@ from .methods import get_method
 from .noise import Noise
 
 DEFAULT_EPSILON = 8 / 255
+logger = logging.getLogger(__name__)
 
 # Dataset.map(num_proc=N) forks workers. If torch already ran its OpenMP thread pool in the parent (crafting,
 # an earlier map), torch in a forked child deadlocks; each worker is its own process, so it runs torch on one thread.
@@ -184,7 +186,10 @@ class ProtectTransform:
                 measure(self.norm, diff[:, :, :c]) > budget(self.norm, self.epsilon, img.shape) + 1e-6
             if over or diff[:, :, c:].any():
                 raise RuntimeError("internal error: a protected image exceeds its budget")
-            if not diff.any():
+            if not diff.any() and method is not None and method.sets_pixels:
+                logger.warning("column %r, %s: already holds its class's %s pixels, so it is released as it is (it "
+                               "carries the shortcut already)", img_col, row_in_batch(i, indices), method.name)
+            elif not diff.any():
                 raise ProtectionError(
                     f"column {img_col!r}, {row_in_batch(i, indices)}: the noise leaves this image unchanged (it rounds "
                     "to zero, or every pixel it would move is already at 0 or 255), so it would be released "

@@ -169,9 +169,35 @@ def protection_cases() -> list[Case]:
     for name, cls in sorted(METHODS.items()):
         if cls.per_batch:
             cases.append(Case(name, "per-batch"))
+        if cls.norm != "linf":        # L2 / L0 methods are drawn per batch; craft() refuses them
+            continue
         for mode in CRAFT_MODES.get(name, [None]):
             cases.append(Case(name, "craft", mode))
     return cases
+
+
+def case_budget(case: Case, epsilon: float) -> float:
+    """The suite's L-inf epsilon in the case's own norm: 8/255 is each method's default budget (L2 1.0, L0 1 pixel)
+    and smaller epsilons the same share of it."""
+    from hf_unlearnable.methods import METHODS
+
+    norm = METHODS[case.method].norm
+    if norm == "linf":
+        return epsilon
+    share = epsilon * 255 / 8
+    return share * 1.0 if norm == "l2" else max(1, round(share))
+
+
+def within_budget(case: Case, before: np.ndarray, after: np.ndarray, epsilon: float = 8 / 255) -> tuple[bool, str]:
+    """Whether a stored image keeps the case's budget (its norm, at its own size), and what was measured."""
+    from hf_unlearnable import _norms
+    from hf_unlearnable.methods import METHODS
+
+    norm = METHODS[case.method].norm
+    c = 1 if before.shape[2] in (1, 2) else 3
+    diff = after[..., :c].astype(np.int16) - before[..., :c].astype(np.int16)
+    size, limit = _norms.measure(norm, diff), _norms.budget(norm, case_budget(case, epsilon), before.shape)
+    return size <= limit + 1e-6, f"{norm} {size:.2f} against {limit:.2f}"
 
 
 def pytest_generate_tests(metafunc):
@@ -250,7 +276,8 @@ def protect_with(case: Case, ds, *, epsilon: float = 8 / 255, seed: int = 0, bat
     from hf_unlearnable import craft, protect
 
     if case.form == "per-batch":
-        transform = protect(method=case.method, epsilon=epsilon, seed=seed, **batch_options(case.method))
+        transform = protect(method=case.method, epsilon=case_budget(case, epsilon), seed=seed,
+                            **batch_options(case.method))
     else:
         key = (case, epsilon, seed, ds._fingerprint)
         noise = None if fresh else _NOISE_CACHE.get(key)

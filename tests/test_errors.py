@@ -200,7 +200,7 @@ def test_bad_epsilon_in_protect(epsilon, hint):
 
 @pytest.mark.parametrize("epsilon,hint", BAD_EPSILONS)
 def test_bad_epsilon_in_craft(tiny_ds, epsilon, hint):
-    for method in sorted(METHODS):
+    for method in sorted(m for m, cls in METHODS.items() if cls.norm == "linf"):     # the others are not crafted
         with pytest.raises(ProtectionError) as err:
             craft(tiny_ds, method, epsilon=epsilon)
         assert "epsilon" in str(err.value) and hint in str(err.value)
@@ -220,7 +220,7 @@ def test_noise_epsilon_smaller_than_noise_budget():
 # -- empty data --------------------------------------------------------------------------------------------------
 def test_empty_dataset(tiny_ds):
     empty = tiny_ds.select([])
-    for method in sorted(METHODS):
+    for method in sorted(m for m, cls in METHODS.items() if cls.norm == "linf"):      # the others are not crafted
         with pytest.raises(ProtectionError, match="empty"):
             craft(empty, method, **FAST_OPTIONS.get(method, {}))
     with pytest.raises(ProtectionError, match="empty"):

@@ -70,13 +70,22 @@ def tiny(n: int = 10, size: int = 12):
     return _DS[n, size]
 
 
-def check_protected(src, out, epsilon: float) -> None:
-    """A correct release: every row, in order, other columns kept, each image changed and within the budget."""
+def check_protected(src, out, epsilon: float, method: str | None = None) -> None:
+    """A correct release: every row, in order, other columns kept, each image changed (or, for a method that sets
+    pixels, already holding them) and within the budget in the method's norm."""
+    from hf_unlearnable import _norms
+
     assert out.num_rows == src.num_rows and out["extra"] == src["extra"]
+    cls = METHODS.get(method)
+    norm = cls.norm if cls is not None else "linf"
     levels = math.floor(epsilon * 255 + 1e-6)
     for a, b in zip(stored_arrays(src), stored_arrays(out)):
         diff = np.abs(a.astype(int) - b.astype(int))
-        assert diff.max() <= levels and diff.any()
+        if norm == "linf":
+            assert diff.max() <= levels
+        else:
+            assert _norms.measure(norm, diff) <= _norms.budget(norm, epsilon, a.shape) + 1e-6
+        assert diff.any() or cls.sets_pixels
 
 
 # -- protect -----------------------------------------------------------------------------------------------------
@@ -96,7 +105,7 @@ def test_fuzz_protect(method, kwargs, tiny_surrogate_dir):
     out = outcome("protect", run)
     if out is not None:
         eps = kwargs.get("epsilon")
-        check_protected(ds, out, 8 / 255 if eps is None else eps)
+        check_protected(ds, out, METHODS[method].config_class.epsilon if eps is None else eps, method)
 
 
 # -- craft -------------------------------------------------------------------------------------------------------

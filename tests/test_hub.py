@@ -352,6 +352,25 @@ def test_one_config_per_method_and_epsilon(hub):
     assert prot["configs"]["em-classwise-eps4"]["noise"]["kind"] == "classwise"
 
 
+def test_a_method_with_an_l2_or_l0_budget_states_its_norm(hub):
+    """ar (L2) and ops (L0): the config name, protection.json and the card say the budget in the method's norm."""
+    ds = build_dataset(n=12)
+    repo_id = hub.repo_id("norms")
+    for method in ("ar", "ops"):
+        t = protect(method=method)
+        result = push_protected(ds.map(t, batched=True), repo_id, transform=t, original=ds)
+        assert result.config_name == {"ar": "ar-l2-1", "ops": "ops-l0-1"}[method]
+        entry = result.protection["configs"][result.config_name]
+        assert entry["norm"] == {"ar": "l2", "ops": "l0"}[method] and entry["epsilon"] == 1.0
+        assert entry["epsilon_255"] is None and entry["budget"].startswith({"ar": "L2 1.00", "ops": "L0 1 pixel"}[method])
+    push_protected(ds, repo_id, method="ar", epsilon=0.5, config_name="ar-by-name", license="mit")
+    card = Path(hub.api().hf_hub_download(repo_id, "README.md", repo_type="dataset")).read_text()
+    assert "| `ar-l2-1` | `ar` | L2 1.00 (per 32x32 image" in card and "**Budget:** ε = L0 1 pixel" in card
+    assert 'protect(method="ar", epsilon=0.5, seed=None)' in card
+    with pytest.raises(ProtectionError, match="L2 budget"):
+        push_protected(ds, repo_id, method="ar", epsilon=40.0)
+
+
 def test_branch_pinning_and_owner_card_text_kept(hub):
     import datasets
 

@@ -23,7 +23,7 @@ import hf_unlearnable.transform as transform_module
 from hf_unlearnable import ProtectionError, craft, protect
 from hf_unlearnable.methods import METHODS
 from tests.conftest import (BATCH_COUPLED, PNG_SIGNATURE, build_dataset, deadline, decode_bytes, png_cell,
-                            protect_with, stored_arrays, stored_cells, stored_digest, tiny_images)
+                            protect_with, stored_arrays, stored_cells, stored_digest, tiny_images, within_budget)
 
 EPSILONS = [pytest.param(8 / 255, id="eps8"), pytest.param(4 / 255, id="eps4")]
 
@@ -41,16 +41,15 @@ def test_stored_png_within_epsilon_and_changed(case, epsilon, tiny_ds, batch_opt
     before = stored_arrays(tiny_ds)
     cells = stored_cells(out)
     assert len(cells) == len(before)
-    k = _levels(epsilon)
     changed = 0
     for i, (cell, x) in enumerate(zip(cells, before)):
         assert cell["path"] is None, f"row {i}: output refers to a path instead of holding bytes"
         assert cell["bytes"].startswith(PNG_SIGNATURE), f"row {i}: output is not PNG ({cell['bytes'][:4]!r})"
         x_new = decode_bytes(cell["bytes"])
         assert x_new.dtype == np.uint8 and x_new.shape == x.shape
-        diff = np.abs(x_new.astype(np.int16) - x.astype(np.int16))
-        assert diff.max() <= k, f"row {i}: max |x' - x| = {diff.max()} > {k} levels (epsilon={k}/255)"
-        changed += int(diff.max() > 0)
+        ok, measured = within_budget(case, x, x_new, epsilon)
+        assert ok, f"row {i}: over the budget ({measured})"
+        changed += int((x_new != x).any())
     # (e) the noise really is applied: most rows change, not just one
     assert changed >= len(before) // 2, f"only {changed} of {len(before)} rows changed: is the method a no-op?"
 
@@ -74,10 +73,11 @@ def test_rows_columns_order_and_features_preserved(case, tiny_ds, batch_options)
     assert out.features == tiny_ds.features
     for col in ("label", "caption", "extra"):
         assert out[col] == tiny_ds[col], f"column {col!r} changed or was reordered"
-    # the image of row i is still row i's image (within epsilon of it, and nearer to it than to any other row)
-    before = np.stack(stored_arrays(tiny_ds)).astype(np.int16)
-    after = np.stack(stored_arrays(out)).astype(np.int16)
-    dist = np.abs(after[:, None] - before[None]).reshape(len(after), len(before), -1).max(-1)
+    # the image of row i is still row i's image (nearer to it than to any other row, summed over pixels: an L0
+    # method moves one pixel as far as it likes)
+    before = np.stack(stored_arrays(tiny_ds)).astype(np.int32)
+    after = np.stack(stored_arrays(out)).astype(np.int32)
+    dist = np.abs(after[:, None] - before[None]).reshape(len(after), len(before), -1).sum(-1)
     assert (dist.argmin(1) == np.arange(len(after))).all()
 
 
@@ -88,7 +88,7 @@ def test_shuffled_input_keeps_its_order(case, tiny_ds, batch_options):
     assert out["extra"] == shuffled["extra"]
     assert out["label"] == shuffled["label"]
     for x, y in zip(stored_arrays(shuffled), stored_arrays(out)):
-        assert np.abs(x.astype(np.int16) - y.astype(np.int16)).max() <= 8
+        assert within_budget(case, x, y)[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -221,14 +221,19 @@ def test_any_size_and_mode_keeps_size_mode_alpha_and_budget(case, batch_options)
 
     ds, originals = mixed_dataset()
     out = protect_with(case, ds, batch_options=batch_options, batch_size=7)
+    unchanged = []
     for i, (cell, (arr, mode)) in enumerate(zip(stored_cells(out), originals)):
         img = PIL.Image.open(io.BytesIO(cell["bytes"]))
         assert img.mode == mode and img.size == (arr.shape[1], arr.shape[0]), f"row {i}: {img.mode} {img.size}"
         new = np.asarray(img).reshape(arr.shape)
         c = 1 if mode in ("L", "LA") else 3
         assert np.array_equal(new[..., c:], arr[..., c:]), f"row {i}: alpha changed"
-        diff = np.abs(new.astype(np.int16) - arr.astype(np.int16))
-        assert 0 < diff.max() <= 8, f"row {i}: max |x' - x| = {diff.max()}"
+        ok, measured = within_budget(case, arr, new)
+        assert ok, f"row {i}: {measured}"
+        if not (new != arr).any():
+            unchanged.append(i)
+    # every row changed; a method that sets pixels (ops) may find one already set (a gray pixel: 1 in 256)
+    assert not unchanged or (METHODS[case.method].sets_pixels and len(unchanged) <= 1), f"unchanged: {unchanged}"
 
 
 def test_decoded_pil_input_and_non_png_input_become_png(make_ds):

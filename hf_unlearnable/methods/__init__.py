@@ -11,5 +11,8 @@ from . import random as _random  # noqa: E402,F401
 from . import em as _em  # noqa: E402,F401
 from . import pue as _pue  # noqa: E402,F401
 from . import bayes as _bayes  # noqa: E402,F401
+from . import ar as _ar  # noqa: E402,F401
+from . import lsp as _lsp  # noqa: E402,F401
+from . import ops as _ops  # noqa: E402,F401
 
 __all__ = ["METHODS", "Method", "MethodConfig", "register", "get_method"]

@@ -132,6 +132,9 @@ class Method:
     per_batch: ClassVar[bool] = True
     uses_resolution: ClassVar[bool] = True   # works at the working resolution (runs a network); else at full size
     batch_coupled: ClassVar[bool] = False    # per-batch noise depends on which rows share a batch (not only the row)
+    # sets pixels to class values (ops) rather than adding noise: a row already holding them carries the shortcut
+    # and is released as it is, with a warning, where an unchanged row is otherwise refused as unprotected
+    sets_pixels: ClassVar[bool] = False
     uses_labels: ClassVar[bool] = False
     splits_across_processes: ClassVar[bool] = False
     splits_note: ClassVar[str] = ""   # which forms split, when `splits` narrows it (shown in the refusal message)
@@ -170,6 +173,12 @@ class Method:
         from .._images import DEFAULT_RESOLUTION
 
         return DEFAULT_RESOLUTION, DEFAULT_RESOLUTION
+
+    def pseudo_labels(self, images: np.ndarray) -> np.ndarray:
+        """Classes for a batch without labels; methods without a surrogate to predict them need the labels."""
+        raise ProtectionError(f"{self.name} needs a label column (its noise is one pattern per class) and none was "
+                              "found: name it with label_column=, or use em or bayes, which find classes without "
+                              "labels.")
 
     def perturb(self, images: np.ndarray, labels: np.ndarray | None, ids: Sequence[str]) -> np.ndarray:
         raise ProtectionError(

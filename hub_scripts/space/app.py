@@ -194,6 +194,10 @@ def build_catalogue(noise_specs: Sequence[str] = ()) -> Catalogue:
     for name, cls in sorted(METHODS.items()):
         if not cls.per_batch:
             continue  # crafted over a whole dataset only (e.g. pue): offered through its noise banks instead
+        if cls.norm != "linf":
+            cat.problems.append(f"method {name!r} is not offered: its budget is an {cls.norm.upper()} norm, and this "
+                                "Space's slider sets an L-inf one")
+            continue
         why = _probe(name, cls)
         if why is not None:
             first_sentence = why.split(". ")[0].rstrip(".")
