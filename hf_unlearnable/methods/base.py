@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
@@ -187,17 +187,36 @@ class Method:
         )
 
     def craft(self, data: "LabelledImages", checkpoint_dir: str | None = None) -> "Noise":
-        """Default dataset-level form: the per-batch form applied to every row, stored as sample-wise noise."""
+        """The dataset-level algorithm (what `hf_unlearnable.craft` runs): refuses a launch it cannot split, runs
+        the method's `_craft` hook (its loop, checkpoints and progress) and builds the Noise from what it returns."""
         from ..noise import Noise
 
+        self.check_processes(self.config)
+        out = self._craft(data, checkpoint_dir)
+        config = out.method_config or self.config.to_dict()
+        names = data.class_names or ([str(k) for k in range(data.num_classes)] if self.uses_labels else None)
+        return Noise.from_deltas(out.deltas, ids=data.ids if out.kind == "samplewise" else None,
+                                 epsilon=config["epsilon"], method=self.name, kind=out.kind, method_config=config,
+                                 class_names=names, source=data.source, stats=out.stats)
+
+    def _craft(self, data: "LabelledImages", checkpoint_dir: str | None = None) -> "Crafted":
+        """Default: the per-batch form applied to every row, as sample-wise noise."""
         chunk = 256
         deltas = np.concatenate([
             self.perturb(data.images[s:s + chunk], None if data.labels is None else data.labels[s:s + chunk],
                          data.ids[s:s + chunk])
             for s in range(0, len(data), chunk)])
-        return Noise.from_deltas(deltas, ids=data.ids, epsilon=self.config.epsilon, method=self.name,
-                                 method_config=self.config.to_dict(), class_names=data.class_names,
-                                 source=data.source)
+        return Crafted(deltas)
+
+
+@dataclass
+class Crafted:
+    """What a method's `_craft` hook returns; `Method.craft` makes the Noise of it."""
+
+    deltas: np.ndarray                  # float pixel units, N x H x W x C: one per row, or one per class
+    kind: str = "samplewise"            # "samplewise" (keyed by row id) or "classwise" (by label)
+    stats: dict = field(default_factory=dict)
+    method_config: dict | None = None   # the config it crafted with, when that is not self.config afterwards
 
 
 class SurrogateMethod(Method):

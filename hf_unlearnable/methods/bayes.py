@@ -37,7 +37,7 @@ from ._bayes_error import bayes_error, feature_scale
 from ._checkpoint import _Checkpoint, _fingerprint, _weights_digest
 from ._pgd import signed_pgd
 from ._registry import register
-from .base import SurrogateMethod
+from .base import Crafted, SurrogateMethod
 
 logger = logging.getLogger(__name__)
 
@@ -266,16 +266,15 @@ class BayesErrorOptimisation(SurrogateMethod):
             seed=seed, desc="bayes surrogate refresh")
         return net.eval()
 
-    def craft(self, data, checkpoint_dir=None):
-        with self._config_for("craft", len(data), data.num_classes, data.class_names):
-            return self._craft(data, checkpoint_dir)
-
     def _craft(self, data, checkpoint_dir=None):
+        with self._config_for("craft", len(data), data.num_classes, data.class_names):
+            return self._craft_passes(data, checkpoint_dir)
+
+    def _craft_passes(self, data, checkpoint_dir=None):
         from tqdm.auto import tqdm
 
         from .._distributed import process_group, rows_of
         from .._progress import progress_bars
-        from ..noise import Noise
         from ..training import device, to_float
 
         cfg = self.config
@@ -392,7 +391,4 @@ class BayesErrorOptimisation(SurrogateMethod):
                  "history": history}
         if cfg.targeted_weight:
             stats["target_map"] = [int(t) for t in self._target_map]
-        return Noise.from_deltas(delta.permute(0, 2, 3, 1).numpy(), ids=data.ids, epsilon=cfg.epsilon,
-                                 method=self.name, kind="samplewise", method_config=cfg.to_dict(),
-                                 class_names=data.class_names or [str(k) for k in range(num_classes)],
-                                 source=data.source, stats=stats)
+        return Crafted(delta.permute(0, 2, 3, 1).numpy(), "samplewise", stats, method_config=cfg.to_dict())

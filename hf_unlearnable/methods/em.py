@@ -31,7 +31,7 @@ from ..errors import ProtectionError
 from ._registry import register
 from ._checkpoint import _Checkpoint, _fingerprint
 from ._pgd import signed_pgd
-from .base import MethodConfig, SurrogateMethod
+from .base import Crafted, MethodConfig, SurrogateMethod
 
 logger = logging.getLogger(__name__)
 
@@ -213,12 +213,11 @@ class ErrorMinimizing(SurrogateMethod):
         cfg = self.config
         return pgd_min(model, x, y, delta, epsilon=cfg.epsilon, step_size=cfg.step_size, steps=cfg.steps)
 
-    def craft(self, data, checkpoint_dir=None):
+    def _craft(self, data, checkpoint_dir=None):
         from tqdm.auto import tqdm
 
         from .._distributed import process_group, rows_of
         from .._progress import progress_bars
-        from ..noise import Noise
         from ..surrogates.nets import build
         from ..training import StepTrainer, autocast, device, memory_format, to_float
 
@@ -228,7 +227,6 @@ class ErrorMinimizing(SurrogateMethod):
         self.config = dataclasses.replace(self.config, random_start=bool(self.config.random_start))
         cfg = self.config
         images, labels = self._craft_inputs(data)
-        self.check_processes(cfg)     # craft() checked already, before reading the data; direct callers here
         group = process_group()
         dev = group.device or device()
         num_classes = data.num_classes
@@ -341,9 +339,5 @@ class ErrorMinimizing(SurrogateMethod):
                            history[-1]["error"] if history else float("nan"), cfg.stop_error)
         stats = {"rounds": len(history), "final_error": history[-1]["error"] if history else None,
                  "reached_stop_error": done, "rows_fitted": n_rows, "history": history}
-        deltas = delta.permute(0, 2, 3, 1).numpy()
-        return Noise.from_deltas(deltas, ids=data.ids if cfg.mode == "samplewise" else None, epsilon=cfg.epsilon,
-                                 method=self.name, kind=cfg.mode, method_config=self.config.to_dict(),
-                                 class_names=data.class_names or [str(k) for k in range(num_classes)],
-                                 source=data.source, stats=stats)
+        return Crafted(delta.permute(0, 2, 3, 1).numpy(), cfg.mode, stats)
 
