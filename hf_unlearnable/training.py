@@ -1,7 +1,8 @@
 """THE one training loop: surrogates (EM co-training, pre-training) and victims (evaluate) all train here.
 
 CPU-fast by default (cpu-training.md): bf16 autocast + channels_last where the hardware has native bf16, SGD nesterov with a one-cycle schedule,
-reflect-pad crop + flip done on tensors. Images travel as uint8 NCHW tensors and become float per batch.
+reflect-pad crop + flip done on tensors. Images travel as uint8 NCHW tensors and become float per batch; fit and
+predict hold them on the device when they fit (_feed.py) and never wait for it inside the loop.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import functools
 import logging
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -18,6 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._augment import batch_defence as _batch_defence
+from ._feed import Feed, resident, to_device
+
+# fit / predict keep the uint8 images on a CUDA device when they take under this share of its free memory (on the
+# CPU always; 0: never, the per-batch host path)
+_RESIDENT_MAX_SHARE = 0.25
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +81,10 @@ def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tens
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
     flip = torch.rand(n, generator=gen) < 0.5
-    rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).to(x.device)           # n, h
-    cols = (dx.view(n, 1) + torch.arange(w).view(1, w))                          # n, w
-    cols = torch.where(flip.view(n, 1), cols.flip(1), cols).to(x.device)
+    dx, dy, flip = to_device(torch.stack([dx, dy, flip.long()]), x.device)     # the host draws, one copy
+    rows = dy.view(n, 1) + torch.arange(h, device=x.device).view(1, h)         # n, h
+    cols = dx.view(n, 1) + torch.arange(w, device=x.device).view(1, w)         # n, w
+    cols = torch.where(flip.view(n, 1).bool(), cols.flip(1), cols)
     idx_n = torch.arange(n, device=x.device).view(n, 1, 1)
     out = padded.permute(0, 2, 3, 1)[idx_n, rows.view(n, h, 1), cols.view(n, 1, w)]
     return out.permute(0, 3, 1, 2).contiguous()
@@ -121,7 +128,7 @@ def linf_adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon
     1.25 eps for one step (fast adversarial training), PGD with step 2.5 eps / steps otherwise. Only the input gets
     a gradient; the weights' .grad are left untouched."""
     step = 1.25 * epsilon if steps == 1 else 2.5 * epsilon / steps
-    delta = (torch.rand(x.shape, generator=gen) * 2 - 1).to(x.device) * epsilon
+    delta = to_device(torch.rand(x.shape, generator=gen) * 2 - 1, x.device) * epsilon
     for _ in range(steps):
         x_adv = (x + delta).clamp(0, 1).requires_grad_(True)
         with autocast(x.device, bf16):
@@ -129,12 +136,6 @@ def linf_adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon
         (g,) = torch.autograd.grad(loss, x_adv)
         delta = (delta + step * g.sign()).clamp(-epsilon, epsilon)
     return (x + delta).clamp(0, 1).detach()
-
-
-def _batches(n: int, batch_size: int, gen: torch.Generator, shuffle: bool = True) -> Iterator[torch.Tensor]:
-    order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
-    for s in range(0, n, batch_size):
-        yield order[s:s + batch_size]
 
 
 def prepare(model: nn.Module, cfg: TrainConfig, dev: torch.device) -> nn.Module:
@@ -178,7 +179,7 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Train
     else:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup,
                                                     anneal_strategy="linear", div_factor=25.0, final_div_factor=1e3)
-    labels = labels.long()
+    feed = Feed(images, labels.long(), dev, _RESIDENT_MAX_SHARE)   # on the device once when they fit
     t0 = time.perf_counter()
     loss_sum = correct = seen = 0.0
     bar = tqdm(total=total, desc=desc, unit="step", disable=not (progress and progress_bars()), leave=False)
@@ -188,9 +189,9 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Train
         loss_total = torch.zeros((), device=dev)
         correct_total = torch.zeros((), dtype=torch.long, device=dev)
         seen = 0
-        for idx in _batches(n, cfg.batch_size, gen):
-            x = to_float(images[idx], dev)
-            y = labels[idx].to(dev)
+        for idx in feed.batches(cfg.batch_size, gen):
+            x, y = feed.batch(idx)
+            x = to_float(x, dev)
             if cfg.augment:
                 x = crop_flip(x, gen)
             if transform is not None:
@@ -233,14 +234,16 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 1000, b
     """Arg-max predictions of `model` (eval mode) on uint8 NCHW images."""
     dev = device()
     model.eval()
-    preds = []
+    if resident(dev, _RESIDENT_MAX_SHARE, images):
+        images = images.to(dev)
+    preds = []           # kept on the device, read once: a .cpu() per batch would wait for the device each time
     for s in range(0, len(images), batch_size):
-        x = to_float(images[s:s + batch_size], dev)
+        x = to_float(to_device(images[s:s + batch_size], dev), dev)
         if transform is not None:
             x = transform(x)
         with autocast(dev, bf16):
-            preds.append(model(x.contiguous(memory_format=memory_format(dev))).argmax(1).cpu())
-    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+            preds.append(model(x.contiguous(memory_format=memory_format(dev))).argmax(1))
+    return torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)
 
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, **kw) -> float:
