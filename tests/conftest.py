@@ -67,6 +67,9 @@ FAST_OPTIONS: dict[str, dict] = {
                 avgtimes_perturb=1, robust_noise=0.1, robust_noise_step=0.05, turn_on_robust=0),
     # two passes with a refresh in between, so the surrogate-refresh path is exercised too
     "bayes": dict(passes=2, subset_size=16, refresh_every=1, surrogate_epochs=1, surrogate_width=8),
+    # per-batch methods crafted through the default _craft (the per-batch form on every row)
+    "tap": dict(steps=2),
+    "rem": dict(steps=1, adversarial_steps=1, eot=1),
 }
 
 # Options for the per-batch form `protect(method=name, ...)` on tiny data. Methods whose config has a `surrogate`
@@ -75,6 +78,8 @@ FAST_OPTIONS: dict[str, dict] = {
 PER_BATCH_OPTIONS: dict[str, dict] = {
     "em": dict(steps=3),
     "bayes": dict(steps=3),
+    "tap": dict(steps=2),
+    "rem": dict(steps=1, adversarial_steps=1, eot=1),
 }
 
 # Crafting modes to cover, for methods that have a `mode` option.

@@ -14,5 +14,7 @@ from . import bayes as _bayes  # noqa: E402,F401
 from . import ar as _ar  # noqa: E402,F401
 from . import lsp as _lsp  # noqa: E402,F401
 from . import ops as _ops  # noqa: E402,F401
+from . import tap as _tap  # noqa: E402,F401
+from . import rem as _rem  # noqa: E402,F401
 
 __all__ = ["METHODS", "Method", "MethodConfig", "register", "get_method"]
