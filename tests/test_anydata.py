@@ -65,7 +65,7 @@ def test_per_batch_em_chunks_by_pixels(monkeypatch, batch_options):
     calls = []
     real = em.pgd_min
     monkeypatch.setattr(em, "pgd_min", lambda model, x, *a, **k: calls.append(len(x)) or real(model, x, *a, **k))
-    monkeypatch.setattr(em, "PGD_PIXELS", 2 * 64 * 64)
+    monkeypatch.setattr(__import__("hf_unlearnable.methods._pgd", fromlist=["_"]), "PGD_PIXELS", 2 * 64 * 64)
     build_dataset(tiny_images(6)).map(protect(method="em", resolution=64, **batch_options("em")), batched=True)
     assert calls == [2, 2, 2]
 

@@ -8,6 +8,8 @@ from typing import Callable
 
 import torch
 
+PGD_PIXELS = 2 ** 21       # image pixels per per-batch PGD chunk (at most batch_size rows; 41 of 224x224)
+
 
 def signed_pgd(x: torch.Tensor, delta: torch.Tensor, gradient: Callable[[torch.Tensor, int], torch.Tensor], *,
                epsilon: float, step_size: float, steps: int, maximise: bool) -> torch.Tensor:

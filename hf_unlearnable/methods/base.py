@@ -252,6 +252,28 @@ class SurrogateMethod(Method):
             self._surrogate = load_surrogate(self.config.surrogate)
         return self._surrogate
 
+    def _pgd_per_batch(self, images: np.ndarray, labels: np.ndarray, ids: Sequence[str], random_start: bool,
+                       chunk) -> np.ndarray:
+        """The per-batch form of the PGD methods (em, tap, rem): the batch and its labels on the device, a start per
+        row id, chunks of at most `batch_size` rows and PGD_PIXELS pixels (memory stays flat whatever the working
+        resolution), fp32 (bf16 kernels differ with the batch size, and so would the bytes). `chunk(model, x, y,
+        delta, rows)` returns the delta of one chunk (`rows`: its slice of `ids`)."""
+        import torch
+
+        from .._images import to_tensor
+        from ..training import device
+        from . import _pgd
+
+        dev = device()
+        model = self.surrogate.to(dev).eval()
+        x = to_tensor(images).to(dev)
+        y = torch.as_tensor(labels, dtype=torch.long, device=dev)
+        delta = self._start(x.shape, ids, random_start).to(dev)
+        rows = max(1, min(self.config.batch_size, _pgd.PGD_PIXELS // (x.shape[2] * x.shape[3])))
+        out = [chunk(model, x[s:s + rows], y[s:s + rows], delta[s:s + rows], slice(s, s + rows))
+               for s in range(0, len(x), rows)]
+        return torch.cat(out).permute(0, 2, 3, 1).cpu().numpy()
+
     def _craft_inputs(self, data):
         """What every whole-set craft starts from: labels checked (present, at least two classes), the seed set,
         and the images as uint8 NCHW (kept on the CPU; minibatches move to the device) with int64 labels."""

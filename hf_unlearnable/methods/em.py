@@ -36,7 +36,6 @@ from .base import Crafted, MethodConfig, SurrogateMethod
 logger = logging.getLogger(__name__)
 
 MODES = ("samplewise", "classwise")
-PGD_PIXELS = 2 ** 21       # image pixels per per-batch PGD chunk (at most batch_size rows; 41 of 224x224)
 SUBSET_ROWS = 10_000       # class-wise: rows the noise is fitted on by default (the paper's 10k CIFAR-10 subset)
 CLASS_STEPS = ("sign", "mean")
 
@@ -183,24 +182,13 @@ class ErrorMinimizing(SurrogateMethod):
         return self.surrogate.num_classes
 
     def perturb(self, images: np.ndarray, labels: np.ndarray | None, ids: list[str]) -> np.ndarray:
-        from .._images import to_tensor
-        from ..training import device
-
         cfg = self.config
-        dev = device()
-        model = self.surrogate.to(dev).eval()
-        x = to_tensor(images).to(dev)
-        y = torch.as_tensor(labels, dtype=torch.long, device=dev)
-        delta = self._start(x.shape, ids, cfg.random_start is not False).to(dev)
-        out = []
-        # rows per PGD chunk bounded by pixels, not rows: memory stays flat whatever the working resolution
-        rows = max(1, min(cfg.batch_size, PGD_PIXELS // (x.shape[2] * x.shape[3])))
-        for s in range(0, len(x), rows):
-            sl = slice(s, s + rows)
-            # fp32: with native bf16 (AVX-512-bf16/AMX) the kernels differ with the batch size, and so would the bytes
-            out.append(pgd_min(model, x[sl], y[sl], delta[sl], epsilon=cfg.epsilon, step_size=cfg.step_size,
-                               steps=cfg.steps, bf16=False))
-        return torch.cat(out).permute(0, 2, 3, 1).cpu().numpy()
+
+        def chunk(model, x, y, delta, rows):
+            return pgd_min(model, x, y, delta, epsilon=cfg.epsilon, step_size=cfg.step_size, steps=cfg.steps,
+                           bf16=False)
+
+        return self._pgd_per_batch(images, labels, ids, cfg.random_start is not False, chunk)
 
     # -- dataset-level min-min ----------------------------------------------------------------------------------
     def _surrogate_step(self, trainer, x: torch.Tensor, y: torch.Tensor, history: list[dict]) -> float:

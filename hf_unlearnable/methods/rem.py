@@ -41,7 +41,6 @@ from ..errors import ProtectionError
 from ._pgd import signed_pgd
 from ._registry import register
 from .base import MethodConfig, SurrogateMethod
-from .em import PGD_PIXELS
 from .tap import checked_labels
 
 
@@ -214,25 +213,13 @@ class RobustErrorMinimising(SurrogateMethod):
         return self.surrogate.num_classes
 
     def perturb(self, images: np.ndarray, labels: np.ndarray | None, ids: list[str]) -> np.ndarray:
-        from .._images import to_tensor
-        from ..training import device
-
         cfg = self.config
-        labels = checked_labels(self, images, labels)
-        dev = device()
-        model = self.surrogate.to(dev).eval()
-        x = to_tensor(images).to(dev)
-        y = torch.as_tensor(labels, dtype=torch.long, device=dev)
-        delta = self._start(x.shape, ids, cfg.random_start).to(dev)
-        out = []
-        # rows per chunk bounded by pixels (as em); fp32 (bf16 kernels differ with the batch size, so would the bytes)
-        rows = max(1, min(cfg.batch_size, PGD_PIXELS // (x.shape[2] * x.shape[3])))
-        for s in range(0, len(x), rows):
-            sl = slice(s, s + rows)
-            draws = RowDraws(cfg.seed, ids[sl], tuple(x.shape[1:]), cfg.adversarial_epsilon)
-            out.append(pgd_robust_min(model, x[sl], y[sl], delta[sl], draws, epsilon=cfg.epsilon,
-                                      step_size=cfg.step_size, steps=cfg.steps, eot=cfg.eot,
-                                      adversarial_epsilon=cfg.adversarial_epsilon,
-                                      adversarial_step_size=cfg.adversarial_step_size,
-                                      adversarial_steps=cfg.adversarial_steps))
-        return torch.cat(out).permute(0, 2, 3, 1).cpu().numpy()
+
+        def chunk(model, x, y, delta, rows):
+            draws = RowDraws(cfg.seed, ids[rows], tuple(x.shape[1:]), cfg.adversarial_epsilon)
+            return pgd_robust_min(model, x, y, delta, draws, epsilon=cfg.epsilon, step_size=cfg.step_size,
+                                  steps=cfg.steps, eot=cfg.eot, adversarial_epsilon=cfg.adversarial_epsilon,
+                                  adversarial_step_size=cfg.adversarial_step_size,
+                                  adversarial_steps=cfg.adversarial_steps)
+
+        return self._pgd_per_batch(images, checked_labels(self, images, labels), ids, cfg.random_start, chunk)

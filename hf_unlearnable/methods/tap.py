@@ -28,7 +28,6 @@ from ..errors import ProtectionError
 from ._pgd import signed_pgd
 from ._registry import register
 from .base import MethodConfig, SurrogateMethod
-from .em import PGD_PIXELS
 
 TARGETS = ("next", "nearest")
 
@@ -120,27 +119,15 @@ class TargetedAdversarialPoisoning(SurrogateMethod):
         return self.surrogate.num_classes
 
     def perturb(self, images: np.ndarray, labels: np.ndarray | None, ids: list[str]) -> np.ndarray:
-        from .._images import to_tensor
-        from ..training import device
-
         cfg = self.config
-        labels = checked_labels(self, images, labels)
-        dev = device()
-        model = self.surrogate.to(dev).eval()
-        x = to_tensor(images).to(dev)
-        y = torch.as_tensor(labels, dtype=torch.long, device=dev)
-        delta = self._start(x.shape, ids, cfg.random_start).to(dev)
-        out = []
-        # rows per chunk bounded by pixels (as em): memory stays flat whatever the working resolution. fp32
-        # throughout: bf16 kernels differ with the batch size, and so would the bytes
-        rows = max(1, min(cfg.batch_size, PGD_PIXELS // (x.shape[2] * x.shape[3])))
-        for s in range(0, len(x), rows):
-            sl = slice(s, s + rows)
+
+        def chunk(model, x, y, delta, rows):
             if cfg.target == "next":
-                target = (y[sl] + 1) % self.num_classes
+                target = (y + 1) % self.num_classes
             else:
                 with torch.no_grad():
-                    target = target_classes(model(x[sl]), y[sl], "nearest")
-            out.append(pgd_targeted(model, x[sl], target, delta[sl], epsilon=cfg.epsilon, step_size=cfg.step_size,
-                                    steps=cfg.steps))
-        return torch.cat(out).permute(0, 2, 3, 1).cpu().numpy()
+                    target = target_classes(model(x), y, "nearest")
+            return pgd_targeted(model, x, target, delta, epsilon=cfg.epsilon, step_size=cfg.step_size,
+                                steps=cfg.steps)
+
+        return self._pgd_per_batch(images, checked_labels(self, images, labels), ids, cfg.random_start, chunk)
