@@ -301,3 +301,14 @@ class SurrogateMethod(Method):
         eps = self.config.epsilon
         rows = [row_rng(self.config.seed, r).uniform(-eps, eps, size=shape[1:]) for r in ids]
         return torch.from_numpy(np.stack(rows).astype(np.float32))
+
+
+class LabelledSurrogateMethod(SurrogateMethod):
+    """A SurrogateMethod whose per-batch loss is the surrogate's cross-entropy on the labels (em, tap, rem): it
+    needs labels below the surrogate's class count, K, which the transform checks with the fix."""
+
+    uses_labels = True
+
+    @property
+    def num_classes(self) -> int:
+        return self.surrogate.num_classes

@@ -31,7 +31,7 @@ from ..errors import ProtectionError
 from ._registry import register
 from ._checkpoint import _Checkpoint, _fingerprint
 from ._pgd import signed_pgd
-from .base import Crafted, MethodConfig, SurrogateMethod
+from .base import Crafted, LabelledSurrogateMethod, MethodConfig
 
 logger = logging.getLogger(__name__)
 
@@ -164,10 +164,9 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndar
 
 
 @register
-class ErrorMinimizing(SurrogateMethod):
+class ErrorMinimizing(LabelledSurrogateMethod):
     name = "em"
     config_class = EMConfig
-    uses_labels = True
     splits_across_processes = True
     splits_note = " (sample-wise only)"
 
@@ -177,10 +176,6 @@ class ErrorMinimizing(SurrogateMethod):
         return cls.splits_across_processes and config.mode == "samplewise"
 
     # -- per-batch form -----------------------------------------------------------------------------------------
-    @property
-    def num_classes(self) -> int:
-        return self.surrogate.num_classes
-
     def perturb(self, images: np.ndarray, labels: np.ndarray | None, ids: list[str]) -> np.ndarray:
         cfg = self.config
 

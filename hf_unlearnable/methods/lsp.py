@@ -55,8 +55,6 @@ class LinearlySeparableNoise(Method):
     norm: ClassVar[str] = "l2"
     uses_resolution = True       # drawn at the working resolution, then upsampled by the transform
     uses_labels = True
-    per_batch = True
-    batch_coupled = False
 
     def perturb(self, images: np.ndarray, labels: np.ndarray | None, ids: Sequence[str]) -> np.ndarray:
         b, h, w = batch_shape(images, ids)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from ..errors import ProtectionError
 from ._pgd import signed_pgd
 from ._registry import register
-from .base import MethodConfig, SurrogateMethod
+from .base import LabelledSurrogateMethod, MethodConfig
 from .tap import checked_labels
 
 
@@ -199,18 +199,12 @@ def pgd_robust_min(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, del
 
 
 @register
-class RobustErrorMinimising(SurrogateMethod):
+class RobustErrorMinimising(LabelledSurrogateMethod):
     """Robust error-minimising noise: delta_u minimises the loss under EOT of crop + flip and an inner L-inf
     adversary of radius rho_a < epsilon, against a fixed surrogate."""
 
     name = "rem"
     config_class = REMConfig
-    uses_labels = True
-
-    @property
-    def num_classes(self) -> int:
-        """K: the surrogate's classes (the transform refuses labels >= K with the fix, as for em)."""
-        return self.surrogate.num_classes
 
     def perturb(self, images: np.ndarray, labels: np.ndarray | None, ids: list[str]) -> np.ndarray:
         cfg = self.config

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ..errors import ProtectionError
 from ._pgd import signed_pgd
 from ._registry import register
-from .base import MethodConfig, SurrogateMethod
+from .base import LabelledSurrogateMethod, MethodConfig
 
 TARGETS = ("next", "nearest")
 
@@ -94,7 +94,7 @@ def pgd_targeted(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, 
     return out
 
 
-def checked_labels(method: SurrogateMethod, images: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+def checked_labels(method: LabelledSurrogateMethod, images: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
     """The batch's labels, each a class of the surrogate (the transform checks this before; direct callers get the
     same refusal), or the surrogate's predicted classes when there are none."""
     from .._data import check_labels
@@ -105,18 +105,12 @@ def checked_labels(method: SurrogateMethod, images: np.ndarray, labels: np.ndarr
 
 
 @register
-class TargetedAdversarialPoisoning(SurrogateMethod):
+class TargetedAdversarialPoisoning(LabelledSurrogateMethod):
     """Targeted error-maximising noise: delta minimises CE(f(x + delta), target) against a fixed, clean-trained
     surrogate."""
 
     name = "tap"
     config_class = TAPConfig
-    uses_labels = True
-
-    @property
-    def num_classes(self) -> int:
-        """K: the surrogate's classes (the transform refuses labels >= K with the fix, as for em)."""
-        return self.surrogate.num_classes
 
     def perturb(self, images: np.ndarray, labels: np.ndarray | None, ids: list[str]) -> np.ndarray:
         cfg = self.config
