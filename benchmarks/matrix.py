@@ -173,12 +173,15 @@ def plot(r: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    methods, cols = list(r["protected"]), r["columns"]
+    # the clean row first (finetune: the pre-trained victim), the reference every cell is read against
+    rows = {"clean": {c: (v.get("pre-trained") if isinstance(v, dict) else v) for c, v in r["clean"].items()},
+            **r["protected"]}
+    methods, cols = list(rows), r["columns"]
     grid = np.full((len(methods), len(cols)), np.nan)
     for i, m in enumerate(methods):
         for j, c in enumerate(cols):
-            if c in r["protected"][m]:
-                grid[i, j] = 100 * r["protected"][m][c]
+            if rows[m].get(c) is not None:
+                grid[i, j] = 100 * rows[m][c]
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(cols), 1.0 + 0.45 * len(methods)))
     im = ax.imshow(grid, cmap="RdYlGn_r", vmin=0, vmax=100, aspect="auto")
     for i in range(len(methods)):
