@@ -17,8 +17,7 @@ IDS = [f"row-{i}" for i in range(6)]
 
 
 def method(seed=0, **options) -> AutoregressiveNoise:
-    # The config is built directly: until MethodConfig knows "l2", its L-inf check would refuse epsilon >= 1.
-    return AutoregressiveNoise(config=ARConfig(seed=seed, **options))
+    return AutoregressiveNoise(config=ARConfig.from_options("ar", seed=seed, **options))
 
 
 def images(n=6, h=32, w=32) -> np.ndarray:

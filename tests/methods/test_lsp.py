@@ -10,21 +10,11 @@ from hf_unlearnable.errors import ProtectionError
 from hf_unlearnable.methods import METHODS
 from hf_unlearnable.methods.lsp import LinearlySeparableNoise, LSPConfig, class_signs
 
-LABELS = np.array([0, 1, 2, 0, 11, 12])
-IDS = [f"row-{i}" for i in range(6)]
+from tests.methods.test_ar import IDS, LABELS, images, l2  # noqa: E402  (the shared fixtures, not its tests)
 
 
 def method(seed=0, **options) -> LinearlySeparableNoise:
-    # The config is built directly: until MethodConfig knows "l2", its L-inf check would refuse epsilon >= 1.
-    return LinearlySeparableNoise(config=LSPConfig(seed=seed, **options))
-
-
-def images(n=6, h=32, w=32) -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 256, size=(n, h, w, 3), dtype=np.uint8)
-
-
-def l2(delta: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(delta.reshape(len(delta), -1).astype(np.float64), axis=1)
+    return LinearlySeparableNoise(config=LSPConfig.from_options("lsp", seed=seed, **options))
 
 
 def test_registered_l2_per_batch_by_class():
