@@ -40,9 +40,13 @@ CRAFTS = [      # (entry name, method, options); pue's robust steps on from roun
     ("em classwise", "em", dict(mode="classwise", max_iters=1, min_iters=1)),
     ("bayes", "bayes", dict(passes=1)),
     ("pue", "pue", dict(max_iters=1, min_iters=1, turn_on_robust=0, train_steps=5)),
+    # per-batch PGD methods, crafted through the default _craft (their per-batch form on every row), 200 rows
+    ("tap", "tap", dict(rows=200)),
+    ("rem", "rem", dict(rows=200)),
 ]
 QUICK = {"em": dict(steps=2, train_steps=2, batch_size=32), "bayes": dict(subset_size=16),
-         "pue": dict(train_steps=1, avgtimes=1, avgtimes_perturb=1, batch_size=32)}
+         "pue": dict(train_steps=1, avgtimes=1, avgtimes_perturb=1, batch_size=32), "tap": dict(steps=2),
+         "rem": dict(steps=1, adversarial_steps=1, eot=1)}
 
 
 def count_work(method: str, cfg: dict, stats: dict, n: int) -> tuple[list[tuple], str]:
@@ -66,6 +70,20 @@ def count_work(method: str, cfg: dict, stats: dict, n: int) -> tuple[list[tuple]
         text = (f"{p} pass(es) x {n} rows x {d} draw(s) x (fwd + {back} input-grad bwd); anchors {d} fwd/row/pass; "
                 f"scale 1 fwd/row/pass; 3 fp32 fwd/row once (reference scale, estimate before and after)")
         return parts, text
+    if method in ("tap", "rem"):
+        # per batch against the fixed surrogate, fp32 (bytes stable across batch sizes), chunks of batch_size rows:
+        # tap one input-gradient pass per PGD step (+ one forward per row for target="nearest"); rem per step and
+        # EOT draw, the inner adversary's steps and the outer step, each one input-gradient pass
+        if method == "tap":
+            passes, text = cfg["steps"], f"{cfg['steps']} PGD steps x {n} rows input-grad (fp32)"
+        else:
+            passes = cfg["steps"] * cfg["eot"] * (cfg["adversarial_steps"] + 1)
+            text = (f"{cfg['steps']} steps x {cfg['eot']} draws x ({cfg['adversarial_steps']} inner + 1) x {n} rows "
+                    "input-grad (fp32)")
+        bs = min(cfg["batch_size"], n)
+        nearest = n if method == "tap" and cfg["target"] == "nearest" else 0
+        return [("noise steps", passes * n, "input_only", "fp32", 1, bs),
+                ("target forwards", nearest, "forward", "fp32", 0, bs)], text
     rounds, rows = stats["rounds"], stats["rows_fitted"]
     bs = min(cfg["batch_size"], rows)   # em.craft: a batch never repeats a small set
     nbs = cfg["noise_batch_size"] or (bs if cfg["mode"] == "samplewise" else max(16, min(bs, rows // 20)))
@@ -117,6 +135,8 @@ def run_craft(ds, name: str, method: str, options: dict, limits: dict, rate_at, 
         timer.wrap(cls, "_ascent_direction", "ascent")
         timer.wrap(cls, "_estimate", "before/after estimates")
         timer.wrap(mod, "bayes_error", "kernel estimator (bayes_error, in both above)")
+    elif method in ("tap", "rem"):
+        timer.wrap(cls, "perturb", "noise steps")
     else:
         timer.wrap(cls, "_surrogate_step", "surrogate steps")
         timer.wrap(cls, "_noise_step", "noise steps")
@@ -131,9 +151,9 @@ def run_craft(ds, name: str, method: str, options: dict, limits: dict, rate_at, 
         timer.restore()
     cfg, stats = noise.config.method_config, noise.config.stats
     seconds = total - timer.seconds.get("reading", 0.0)
-    arch, formats = arch_key(cfg["surrogate_arch"], cfg["surrogate_width"]), {}
+    arch, formats = arch_key(cfg.get("surrogate_arch", "convnet"), cfg.get("surrogate_width")), {}
     parts, counted = count_work(method, cfg, stats, len(ds))
-    if method == "bayes" and cfg.get("surrogate") is None:
+    if method in ("bayes", "tap", "rem") and cfg.get("surrogate") is None:
         from hf_unlearnable.surrogates import load_surrogate
         from hf_unlearnable.training import memory_format
 
@@ -236,7 +256,8 @@ def main(argv=None) -> int:
     load_surrogate()     # bayes' bundled surrogate, read once before any timing
     for name, method, options in CRAFTS:
         options = {**options, **(QUICK[method] if args.quick else {})}
-        entries.append(run_craft(ds, name, method, options, limits, rate_at, dev))
+        n = options.pop("rows", len(ds))
+        entries.append(run_craft(ds.select(range(min(n, len(ds)))), name, method, options, limits, rate_at, dev))
         e = entries[-1]
         print(f"{name}: {e['images_per_s']:.0f} img/s, {100 * e['fraction_of_limit']:.1f} % of limit, "
               f"{100 * e['fraction_of_same_batch_limit']:.1f} % of same-batch limit ({e['seconds']} s)", flush=True)

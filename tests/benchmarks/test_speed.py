@@ -22,7 +22,8 @@ def test_quick_run_writes_a_fraction_of_limit_for_the_trainer_and_every_craft(tm
     assert all(e["images_per_s"] > 0 for e in limits)
     assert result["environment"]["threads"] >= 1
     assert result["bf16"] in ("native", "not native here")
-    for kind, method in (("trainer", None), ("craft", "em"), ("craft", "bayes"), ("craft", "pue")):
+    for kind, method in (("trainer", None), ("craft", "em"), ("craft", "bayes"), ("craft", "pue"), ("craft", "tap"),
+                         ("craft", "rem")):
         found = [e for e in entries if e["kind"] == kind and e.get("method") == method]
         assert found, (kind, method)
         for e in found:
