@@ -234,10 +234,13 @@ def resize_steps(steps: np.ndarray, shape: tuple) -> np.ndarray:
     h0, w0 = steps.shape[:2]
     if (h0, w0) == (h, w):
         return steps
-    # the source pixel whose centre is nearest: floor((i + 0.5) * h0 / h) ("nearest-exact"), in exact integers
-    rows = (2 * np.arange(h, dtype=np.int64) + 1) * h0 // (2 * h)
-    cols = (2 * np.arange(w, dtype=np.int64) + 1) * w0 // (2 * w)
-    return steps[rows][:, cols]
+    return steps[nearest_index(h, h0)][:, nearest_index(w, w0)]
+
+
+def nearest_index(size: int, source: int) -> np.ndarray:
+    """For each of `size` output pixels, the source pixel (of `source`) whose centre is nearest: floor((i + 0.5) *
+    source / size) ("nearest-exact"), in exact integers (index arrays: no float copy of a large image)."""
+    return (2 * np.arange(size, dtype=np.int64) + 1) * source // (2 * size)
 
 
 def add_steps(image: np.ndarray, steps: np.ndarray) -> np.ndarray:

@@ -90,9 +90,9 @@ def upscale(delta: np.ndarray, shape: tuple) -> np.ndarray:
     h0, w0 = d.shape[:2]
     if (h0, w0) == (h, w):
         return d
-    rows = (2 * np.arange(h, dtype=np.int64) + 1) * h0 // (2 * h)
-    cols = (2 * np.arange(w, dtype=np.int64) + 1) * w0 // (2 * w)
-    return d[rows][:, cols]
+    from ._images import nearest_index
+
+    return d[nearest_index(h, h0)][:, nearest_index(w, w0)]
 
 
 def to_steps(norm: str, delta: np.ndarray, shape: tuple, epsilon: float) -> np.ndarray:
