@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ._artefacts import render_card
+from . import _dataset_card as _card
 from ._images import epsilon_levels
 from ._norms import check_budget, describe
 from .errors import ProtectionError
@@ -178,97 +178,6 @@ def _license(license: str | None, source_dataset: str | None, source: dict, orig
     return {"id": "unknown", "origin": "not found", "confirmed": False}
 
 
-def _license_note(record: dict, card_license: str) -> str:
-    if card_license != record["id"]:
-        return "set in this card by its owner."
-    if record["confirmed"]:
-        return "set by the publisher."
-    if record["origin"].startswith("inherited"):
-        return (f"{record['origin'].replace('inherited from ', 'inherited from `', 1)}`. **The publisher must "
-                "confirm** that this license allows redistributing modified images (pass `license=` to "
-                "`push_protected` once checked).")
-    return ("the source's license could not be determined. **Set it before sharing** (`push_protected(..., "
-            "license=...)`): a protected copy is still a copy of the source images.")
-
-
-def _split_card(text: str) -> tuple[dict, str]:
-    import yaml
-
-    m = re.match(r"^---\s*\n(.*?)\n---\s*\n?", text, re.S)
-    if not m:
-        return {}, text
-    return (yaml.safe_load(m.group(1)) or {}), text[m.end():]
-
-
-def _join_card(front: dict, body: str) -> str:
-    import yaml
-
-    fm = yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1000).strip()
-    return f"---\n{fm}\n---\n\n{body.lstrip()}"
-
-
-def _pretty_name(repo_id: str) -> str:
-    name = repo_id.split("/")[-1]
-    return name if "unlearnable" in name.lower() else f"{name} (unlearnable)"
-
-
-def _size_category(n: int) -> str:
-    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
-        if n < limit:
-            return name
-    return "1M<n<10M"
-
-
-def _describe_source(entry: dict) -> str:
-    s = entry["source"]
-    if not s.get("dataset"):
-        return "not recorded (pass `source_dataset=` to `push_protected`)"
-    rev = s.get("revision")
-    return f"`{s['dataset']}`" + (f" at revision `{rev}`" if rev else " (revision not recorded)")
-
-
-def _what(entry: dict) -> str:
-    m, seed = entry["method"], entry["seed"]
-    eps = entry["epsilon_255"] if entry.get("norm", "linf") == "linf" else f"{entry['epsilon']:g}"
-    if entry.get("kind"):
-        noise = entry.get("noise") or {}
-        extra = ""
-        if noise.get("resolution"):
-            h, w = noise["resolution"]
-            extra += f" Crafted at {h}x{w}; each image got it resized to its own size."
-        if noise.get("clustering"):
-            extra += (f" Label-agnostic: its classes are {noise['clustering']['clusters']} clusters of the "
-                      f"`{noise['clustering']['surrogate']}` surrogate's features, found without labels.")
-        if noise.get("class_map") is not None:
-            extra += (" The dataset's classes were mapped onto the noise's explicitly: class_map = `"
-                      + json.dumps(noise["class_map"], sort_keys=True) + "`.")
-        return (f"crafted `{m}` noise ({entry['kind']}, ε = {eps}, seed {seed}) applied with "
-                "`protect(noise=...)`; options: `" + json.dumps(entry["options"], sort_keys=True) + "`." + extra)
-    return (f"`protect(method=\"{m}\", epsilon={eps}, seed={seed})` applied per batch; options: `"
-            + json.dumps(entry["options"], sort_keys=True) + "`.")
-
-
-def _render(repo_id: str, protection: dict, front: dict, license_id: str, license_note: str,
-            source_dataset: str | None) -> str:
-    configs = []
-    for name in sorted(protection["configs"]):
-        e = dict(protection["configs"][name])
-        e["what"] = _what(e)
-        e["source_description"] = _describe_source(e)
-        e["columns_changed"] = ", ".join(f"`{c}`" for c in e["columns_changed"]) + (
-            "" if e["columns_verified"] else " (from the transform's contract; not verified: no `original=`)")
-        e["columns_unchanged"] = ", ".join(f"`{c}`" for c in e["columns_unchanged"]) or "none"
-        e["split"] = sorted(e["splits"])[0]
-        e["num_rows"] = sum(e["splits"].values())
-        e["report"] = e.get("report_markdown")
-        e["certificate"] = e.get("certificate_markdown")
-        configs.append(e)
-    src = f"[`{source_dataset}`](https://huggingface.co/datasets/{source_dataset})" if source_dataset else "a dataset"
-    pretty = front.get("pretty_name") or _pretty_name(repo_id)
-    return render_card("dataset_card.md", front, pretty_name=pretty, source_link=src, license=license_id,
-                       license_note=license_note, configs=configs, repo_id=repo_id)
-
-
 def push_protected(dataset: Any, repo_id: str, *, transform: Any = None, noise: Noise | None = None,
                    method: str | None = None, epsilon: float | None = None, seed: int | None = None,
                    original: Any = None, report: Any = None, certificate: Any = None,
@@ -375,10 +284,11 @@ def push_protected(dataset: Any, repo_id: str, *, transform: Any = None, noise: 
     }
 
     # Front matter: what datasets wrote (configs, dataset_info) + ours; the owner's keys win unless overwrite_card.
-    existing_front, existing_body = _split_card(read("README.md") or "")
-    ours = {"license": license_id, "pretty_name": pretty_name or _pretty_name(repo_id),
+    existing_front, existing_body = _card.split_card(read("README.md") or "")
+    total_rows = sum(sum(c["splits"].values()) for c in protection["configs"].values())
+    ours = {"license": license_id, "pretty_name": pretty_name or _card.pretty_name(repo_id),
             "task_categories": ["image-classification"], "task_ids": ["multi-class-image-classification"],
-            "size_categories": [_size_category(sum(sum(c["splits"].values()) for c in protection["configs"].values()))],
+            "size_categories": [_card.size_category(total_rows)],
             "source_datasets": [source_dataset] if source_dataset else None}
     front = dict(existing_front)
     ours_before = (old_protection.get("license") or {}).get("id")
@@ -390,8 +300,8 @@ def push_protected(dataset: Any, repo_id: str, *, transform: Any = None, noise: 
     methods = sorted({c["method"] for c in protection["configs"].values()})
     front["tags"] = list(dict.fromkeys([*(front.get("tags") or []), *TAGS, *methods]))
     card_license = str(front.get("license", license_id))
-    card_note = _license_note(repo_license, card_license)
-    _, generated = _split_card(_render(repo_id, protection, front, card_license, card_note, source_dataset))
+    card_note = _card.license_note(repo_license, card_license)
+    _, generated = _card.split_card(_card.render(repo_id, protection, front, card_license, card_note, source_dataset))
     if overwrite_card or not existing_body.strip():
         body = generated
     elif BEGIN in existing_body and END in existing_body:
@@ -399,7 +309,7 @@ def push_protected(dataset: Any, repo_id: str, *, transform: Any = None, noise: 
         body = existing_body[:start] + generated.strip() + existing_body[stop:]
     else:  # the owner's own card: keep every word of it, add ours after it
         body = existing_body.rstrip() + "\n\n" + generated
-    card = _join_card(front, body)
+    card = _card.join_card(front, body)
     commit = api.create_commit(
         repo_id, repo_type="dataset", revision=branch, parent_commit=head,
         commit_message=f"Card and protection.json for config {config_name}",
