@@ -85,11 +85,10 @@ def main(argv=None) -> int:
     cache = work / f"victims-{args.per_class}-{len(test)}-e{args.epochs}-s{args.seed}"
     cache.mkdir(parents=True, exist_ok=True)
     clean_file = cache / "clean.json"
-    clean = json.loads(clean_file.read_text()) if clean_file.exists() else {}
 
     def cells(name: str, protected) -> dict:
         part = cache / f"{name}.json"
-        done = json.loads(part.read_text()) if part.exists() else {}
+        done = _read(part)
         todo = [(d, "scratch", 1.0) for d in defences if d not in done] + \
             [("none", t.split("-")[0], 0.5) for t in args.threats if t not in done]
         for d, protocol, r in todo:
@@ -97,21 +96,20 @@ def main(argv=None) -> int:
             base_key = f"{d}" if r == 1.0 else key
             t0 = time.perf_counter()
             rep = evaluate(protected, test, clean=train, mix=[r], defences=[d], victim=victim, seed=args.seed,
-                           protocol=protocol, baselines=base_key not in clean)
+                           protocol=protocol, baselines=base_key not in _read(clean_file))
             acc = {row["train_set"]: row["test_accuracy"] for row in rep.rows}
             if r == 1.0:
-                done[key] = acc["protected"]
-                clean.setdefault(base_key, acc.get("clean"))
+                value, control = acc["protected"], acc.get("clean")
             elif protocol == "scratch":
-                done[key] = acc["mix"]
-                clean.setdefault(base_key, acc.get("clean-only control"))
+                value, control = acc["mix"], acc.get("clean-only control")
             else:
-                done[key] = acc["fine-tuned on protected"]
-                if base_key not in clean:
-                    clean[base_key] = {"pre-trained": acc["pre-trained"], "fine-tuned on clean": acc["fine-tuned on clean"]}
-            print(f"[matrix] {name} {key}: {100 * done[key]:.2f} % ({time.perf_counter() - t0:.0f} s)", flush=True)
-            part.write_text(json.dumps(done, indent=1))
-            clean_file.write_text(json.dumps(clean, indent=1))
+                value = acc["fine-tuned on protected"]
+                control = {"pre-trained": acc["pre-trained"], "fine-tuned on clean": acc["fine-tuned on clean"]} \
+                    if "fine-tuned on clean" in acc else None
+            print(f"[matrix] {name} {key}: {100 * value:.2f} % ({time.perf_counter() - t0:.0f} s)", flush=True)
+            done = _merge(part, {key: value})
+            if control is not None:
+                _merge(clean_file, {base_key: control}, keep=True)
         return done
 
     jobs, table = {}, {}
@@ -128,7 +126,7 @@ def main(argv=None) -> int:
         [t for t in THREATS if any(t in v for v in table.values())]
     best = {c: min((v[c], m) for m, v in table.items() if c in v)[1] for c in columns}
     result = {"benchmark": "matrix", "train_rows": len(train), "test_rows": len(test), "epochs": args.epochs,
-              "seed": args.seed, "victim": victim.to_dict(), "columns": columns, "clean": clean,
+              "seed": args.seed, "victim": victim.to_dict(), "columns": columns, "clean": _read(clean_file),
               "protected": {m: table[m] for m in METHODS if m in table}, "best": best,
               "crafting": {m: {k: j.get(k) for k in ("method", "how", "options", "images_per_second")}
                            for m, j in jobs.items()},
@@ -136,6 +134,26 @@ def main(argv=None) -> int:
     write_results(args.out, "matrix", result, to_markdown(result))
     plot(result, Path(args.out) / "matrix.png")
     return 0
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _merge(path: Path, cells: dict, keep: bool = False) -> dict:
+    """Adds cells to the JSON dict at path and returns it: read, update and replaced under a lock, so that two runs
+    at once (other --methods or --defences, sharing the clean columns) never drop each other's cells. keep: a cell
+    already there stays (a clean column is the same whoever measured it)."""
+    import fcntl
+
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = _read(path)
+        data.update({k: v for k, v in cells.items() if not (keep and k in data)})
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(path)
+    return data
 
 
 def _pct(v) -> str:

@@ -30,3 +30,13 @@ def test_matrix_cells_shared_baselines_resume_and_outputs(tmp_path):
     md = (tmp_path / "matrix.md").read_text()
     assert "| random |" in md and "| ops |" in md and "**" in md
     assert (tmp_path / "matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_merge_keeps_other_writers_cells(tmp_path):
+    path = tmp_path / "clean.json"
+    assert matrix._merge(path, {"none": 0.7}) == {"none": 0.7}
+    path.write_text(json.dumps({"none": 0.7, "cutout": 0.6}))      # another run's cell, written in between
+    assert matrix._merge(path, {"mixup": 0.5}) == {"none": 0.7, "cutout": 0.6, "mixup": 0.5}
+    assert matrix._merge(path, {"none": 0.1, "jpeg": 0.4}, keep=True)["none"] == 0.7      # a clean cell stays
+    assert matrix._merge(path, {"none": 0.2})["none"] == 0.2
+    assert json.loads(path.read_text()) == {"none": 0.2, "cutout": 0.6, "mixup": 0.5, "jpeg": 0.4}
