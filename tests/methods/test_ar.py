@@ -10,7 +10,7 @@ from hf_unlearnable.errors import ProtectionError
 from hf_unlearnable.methods import METHODS
 from hf_unlearnable.methods.ar import (
     CIFAR10_COEFFICIENTS, STABILITY_RATIO, ARConfig, AutoregressiveNoise, ar_coefficients, ar_filter, ar_recursion,
-    stability_ratio)
+    stability_ratio, tile_sizes)
 
 LABELS = np.array([0, 1, 2, 0, 11, 12])
 IDS = [f"row-{i}" for i in range(6)]
@@ -167,6 +167,29 @@ def test_drawn_classes_are_stable_in_the_noise_itself():
     last = np.sqrt((delta[:, 16:, 16:] ** 2).mean(axis=(1, 2, 3)))
     per_class = (last / first).reshape(30, 4).mean(axis=1)
     assert per_class.max() < 2 * STABILITY_RATIO
+
+
+def test_large_sizes_run_in_tiles_that_spread_the_energy():
+    assert tile_sizes(32) == [32] and tile_sizes(7) == [7] and tile_sizes(33) == [17, 16]
+    assert tile_sizes(128) == [32] * 4 and tile_sizes(100) == [25] * 4 and sum(tile_sizes(1000)) == 1000
+    labels = np.arange(10)
+    delta = method().perturb(images(10, 128, 128), labels, IDS[:1] + [f"t{i}" for i in range(9)])
+    np.testing.assert_allclose(l2(delta), np.sqrt(128 * 128 / 1024), rtol=1e-6)
+    # every 32x32 tile gets its share: over one 128x128 field, five classes put 80-99 % in the last quadrant
+    energy = (delta.astype(np.float64) ** 2).sum(axis=3).reshape(10, 4, 32, 4, 32).sum(axis=(2, 4))
+    share = energy / energy.sum(axis=(1, 2), keepdims=True)
+    assert share.min() > 1 / 64 and share.max() < 1 / 3
+    assert (share[:, 2:, 2:].sum(axis=(1, 2)) < 0.5).all()
+    # the class's own filter still answers its noise with (near) zero, off the seams between tiles
+    for k in (0, 5):
+        tile = delta[k:k + 1, 32:64, 32:64]
+        own = response(ar_filter(ar_coefficients(0, k)), tile)
+        other = response(ar_filter(ar_coefficients(0, (k + 1) % 10)), tile)
+        assert own < 1e-4 * other
+    # one row's tiles: the first is what a 32x32 image of that row gets (the same stream, drawn first)
+    small = method().perturb(images(1), labels[:1], IDS[:1])
+    corner = delta[0, :32, :32]
+    np.testing.assert_allclose(corner / l2(corner[None])[0], small[0] / l2(small)[0], rtol=1e-5, atol=1e-7)
 
 
 def test_refusals():
