@@ -175,10 +175,20 @@ class Method:
         return DEFAULT_RESOLUTION, DEFAULT_RESOLUTION
 
     def pseudo_labels(self, images: np.ndarray) -> np.ndarray:
-        """Classes for a batch without labels; methods without a surrogate to predict them need the labels."""
-        raise ProtectionError(f"{self.name} needs a label column (its noise is one pattern per class) and none was "
-                              "found: name it with label_column=, or use em or bayes, which find classes without "
-                              "labels.")
+        """Classes for a batch without labels, for methods with one pattern per class and no network of their own
+        (ar, lsp, ops): the bundled CIFAR-10 surrogate's predicted class of each image, read at its 32x32 size.
+        Rows that look alike share a pattern, as in em's per-batch form; a fixed function of the image, so a row
+        gets the same class in any batch (within fp32 ties)."""
+        from .._clusters import predicted_classes
+        from .._images import DEFAULT_RESOLUTION, to_tensor, working_rgb
+        from ..surrogates import load_surrogate
+        from ..training import device
+
+        size = (DEFAULT_RESOLUTION, DEFAULT_RESOLUTION)
+        if not len(images):
+            return np.zeros(0, dtype=np.int64)
+        small = np.stack([working_rgb(np.asarray(a), size) for a in images])
+        return predicted_classes(load_surrogate(None).to(device()).eval(), to_tensor(small).to(device()))
 
     def perturb(self, images: np.ndarray, labels: np.ndarray | None, ids: Sequence[str]) -> np.ndarray:
         raise ProtectionError(
