@@ -1,7 +1,8 @@
 """Gradio Space: protect one picture in the browser with hf_unlearnable.
 
 Upload an image, pick a method, choose epsilon (1-16 /255), press Protect: the page shows the protected image, an
-amplified noise map, the measured L-inf and PSNR, and offers the result as a lossless PNG.
+amplified noise map, the measured L-inf and PSNR, and offers the result as a lossless PNG. Methods whose budget is
+another norm (ar and lsp: L2, ops: L0) use their own default budget; the slider, an L-inf budget, is off for them.
 
     python hub_scripts/space/app.py                          # http://127.0.0.1:7860
     python hub_scripts/space/app.py --noise noise/em-cw      # also offer a class-wise noise bank (repeatable)
@@ -70,6 +71,7 @@ import PIL.ImageOps  # noqa: E402
 
 try:
     from hf_unlearnable import Noise, ProtectionError, load_noise, protect  # noqa: E402
+    from hf_unlearnable._norms import describe  # noqa: E402
     from hf_unlearnable.methods import METHODS  # noqa: E402
 except ImportError as exc:  # pragma: no cover - a deployment mistake, not a code path
     raise SystemExit(f"hf_unlearnable is not importable ({exc}). Install it (pip install -e . in a checkout), or "
@@ -118,6 +120,8 @@ class Choice:
     class_names: list[str] | None = None      # None: the choice needs no label
     uses_network: bool = False                # works at a network's input size (the library's working resolution)
     resolution: tuple[int, int] | None = None  # (h, w) the noise is made at and resized from; None: the picture's
+    norm: str = "linf"                        # the norm of the method's budget; not L-inf: its default budget ...
+    budget: float | None = None               # ... this one (the slider sets L-inf budgets only)
 
     @property
     def fixed_epsilon(self) -> int | None:
@@ -147,7 +151,11 @@ def _class_names_of(method) -> list[str]:
     names = getattr(surrogate_config, "class_names", None)
     if names:
         return list(names)
-    return [str(k) for k in range(int(method.num_classes))]
+    if hasattr(method, "num_classes"):
+        return [str(k) for k in range(int(method.num_classes))]
+    from hf_unlearnable.surrogates import load_surrogate   # any class index works (ar, lsp, ops): offer the ten
+                                                           # classes that rows without labels get, the surrogate's
+    return list(load_surrogate(None).config.class_names)
 
 
 def _working_resolution(method) -> tuple[int, int] | None:
@@ -163,7 +171,8 @@ def _probe(name: str, cls) -> str | None:
     rng = np.random.default_rng(0)
     batch = {"image": [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)], "label": [0]}
     try:
-        transform = protect(method=name, epsilon=EPS_DEFAULT / 255, seed=SEED, image_column="image",
+        transform = protect(method=name, epsilon=EPS_DEFAULT / 255 if cls.norm == "linf" else None, seed=SEED,
+                            image_column="image",
                             label_column="label" if cls.uses_labels else None)
         transform(batch if cls.uses_labels else {"image": batch["image"]})
     except ProtectionError as exc:
@@ -191,13 +200,10 @@ def noise_specs_from_readme(readme: str | os.PathLike) -> list[str]:
 def build_catalogue(noise_specs: Sequence[str] = ()) -> Catalogue:
     """Per-batch methods from the registry (those that can protect a single image) and the class-wise banks."""
     cat = Catalogue()
-    for name, cls in sorted(METHODS.items()):
+    # L-inf methods first (the slider is theirs), then those with a budget of their own
+    for name, cls in sorted(METHODS.items(), key=lambda item: (item[1].norm != "linf", item[0])):
         if not cls.per_batch:
             continue  # crafted over a whole dataset only (e.g. pue): offered through its noise banks instead
-        if cls.norm != "linf":
-            cat.problems.append(f"method {name!r} is not offered: its budget is an {cls.norm.upper()} norm, and this "
-                                "Space's slider sets an L-inf one")
-            continue
         why = _probe(name, cls)
         if why is not None:
             first_sentence = why.split(". ")[0].rstrip(".")
@@ -205,10 +211,14 @@ def build_catalogue(noise_specs: Sequence[str] = ()) -> Catalogue:
             continue
         method = cls(cls.config_class.from_options(name))
         resolution = _working_resolution(method)
+        description = _method_description(name, cls)
+        own = None if cls.norm == "linf" else method.config.epsilon
+        if own is not None:
+            description += f" Its budget is {describe(cls.norm, own)}, the method's own: the ε slider does not apply."
         cat.choices[name] = Choice(
-            key=name, description=_method_description(name, cls), method=name,
+            key=name, description=description, method=name,
             class_names=_class_names_of(method) if cls.uses_labels else None, uses_network=resolution is not None,
-            resolution=resolution)
+            resolution=resolution, norm=cls.norm, budget=own)
     for spec in noise_specs:
         try:
             noise = load_noise(spec)
@@ -354,8 +364,8 @@ def protect_png(image: np.ndarray, choice: Choice, label: str | int | None, epsi
     if choice.noise is not None:
         transform = protect(noise=choice.noise, epsilon=k / 255, image_column="image", label_column=label_column)
     else:
-        transform = protect(method=choice.method, epsilon=k / 255, seed=SEED, image_column="image",
-                            label_column=label_column)
+        transform = protect(method=choice.method, epsilon=k / 255 if choice.norm == "linf" else None, seed=SEED,
+                            image_column="image", label_column=label_column)
     batch = {"image": [image]}
     if y is not None:
         batch["label"] = [y]         # the class index in the choice's own class names (the bank's, the surrogate's)
@@ -434,12 +444,26 @@ def report_text(choice: Choice, label: str | None, epsilon_steps: int, original:
                 else "the noise was made at")
         lines.append(f"noise: {made} {rw}x{rh}" + (" (the network's input size)" if choice.uses_network else "")
                      + f" and resized to {w}x{h} (nearest neighbour: whole steps, full strength, within ε)")
-    lines += [f"budget: ε={epsilon_steps}/255" + (" (the noise bank's own)" if choice.noise is not None else ""),
-              f"measured: max|δ|={linf}/255 (L∞), "
-              f"PSNR={'inf' if math.isinf(psnr) else f'{psnr:.2f}'} dB",
+    if choice.norm == "linf":
+        lines.append(f"budget: ε={epsilon_steps}/255" + (" (the noise bank's own)" if choice.noise is not None else ""))
+    else:
+        lines.append(f"budget: {describe(choice.norm, choice.budget)}, the method's own (the ε slider sets L∞ "
+                     "budgets only)")
+    lines += [f"measured: max|δ|={linf}/255 (L∞), " + _other_norm(choice.norm, original, protected)
+              + f"PSNR={'inf' if math.isinf(psnr) else f'{psnr:.2f}'} dB",
               "download: lossless PNG (re-saving it as JPEG or WebP changes the pixels and weakens the protection)"]
     lines += [f"note: {n}" for n in notes]
     return "\n".join(lines)
+
+
+def _other_norm(norm: str, original: np.ndarray, protected: np.ndarray) -> str:
+    """The change in the method's own norm, when it is not L-inf ([0, 1] pixel units for L2, as the budget)."""
+    if norm == "linf":
+        return ""
+    d = _colour(protected).astype(np.int32) - _colour(original)
+    if norm == "l2":
+        return f"L2={math.sqrt(float(np.einsum('ijk,ijk->', d, d, dtype=np.int64))) / 255:.3f}, "
+    return f"changed pixels={int(np.count_nonzero(np.any(d != 0, axis=2)))} (L0), "
 
 
 @dataclass
@@ -466,9 +490,13 @@ def protect_upload(image_path: str | os.PathLike, choice: Choice, label: str | i
     budget = choice.fixed_epsilon or int(epsilon)
     if choice.fixed_epsilon is not None and int(epsilon) != budget:
         notes.append(f"ε={int(epsilon)}/255 was asked for; the noise bank's own {budget}/255 applies")
+    tag = f"eps{budget}"
+    if choice.norm != "linf":      # its own budget in its own norm; the map spans the largest change made
+        tag = f"{choice.norm}-{choice.budget:g}"
+        budget = max(1, _compare(original, protected)[0])
     out_dir = Path(out_dir)
     key = re.sub(r"[^A-Za-z0-9]+", "-", choice.key).strip("-")
-    png_path = out_dir / f"{_safe_stem(image_path)}_protected_{key}_eps{budget}.png"
+    png_path = out_dir / f"{_safe_stem(image_path)}_protected_{key}_{tag}.png"
     png_path.write_bytes(png)            # the library's own PNG, byte for byte
     del png
     map_path = out_dir / "noise_map.png"
@@ -521,6 +549,9 @@ def build_demo(catalogue: Catalogue, limits: Limits | None = None):
         if ch.fixed_epsilon is not None:
             eps_update = gr.update(value=ch.fixed_epsilon, interactive=False,
                                    info="fixed by the noise bank, which was crafted at this budget")
+        elif ch.norm != "linf":
+            eps_update = gr.update(interactive=False, info=f"not used: this method's budget is "
+                                   f"{describe(ch.norm, ch.budget)}")
         else:
             eps_update = gr.update(interactive=True, info="the L∞ budget per pixel value, in /255 steps")
         return label_update, eps_update, f"**{key}**: {ch.description}"
@@ -568,7 +599,8 @@ def build_demo(catalogue: Catalogue, limits: Limits | None = None):
                                     allow_custom_value=True,    # the API may name any choice's class; checked in run
                                     elem_id="label")
                 eps = gr.Slider(EPS_MIN, EPS_MAX, value=first.fixed_epsilon or EPS_DEFAULT, step=1,
-                                label="ε (/255)", interactive=first.fixed_epsilon is None, elem_id="eps")
+                                label="ε (/255)", interactive=first.fixed_epsilon is None and first.norm == "linf",
+                                elem_id="eps")
                 btn = gr.Button("Protect", variant="primary", elem_id="protect")
             with gr.Column():
                 out_img = gr.Image(label="Protected image", format="png", interactive=False, height=320,

@@ -390,6 +390,32 @@ def test_protect_upload_writes_a_lossless_png_and_an_honest_report(app, catalogu
         app.protect_upload(white, pos, "cat", 8, tmp_path)
 
 
+@pytest.mark.parametrize("key, norm", [("ar", "l2"), ("lsp", "l2"), ("ops", "l0")])
+def test_methods_with_another_norm_use_their_own_budget(app, catalogue, tmp_path, key, norm):
+    """ar, lsp (L2) and ops (L0) are offered with their default budget; the slider (L-inf) does not apply to them,
+    and the report states their budget and what was measured in their norm."""
+    from hf_unlearnable._norms import budget, describe, measure
+    from hf_unlearnable.methods import METHODS
+
+    choice = catalogue.choices[key]
+    own = METHODS[key].config_class().epsilon
+    assert choice.norm == norm and choice.budget == own and choice.class_names == CLASS_NAMES
+    assert list(catalogue.choices).index(key) > list(catalogue.choices).index("random")     # after the L-inf ones
+    assert "the ε slider does not apply" in choice.description
+    img = _texture(90, 70, seed=5)
+    up = _png(tmp_path / "photo.png", img)
+    res = app.protect_upload(up, choice, "dog", 3, tmp_path)            # the slider's 3/255 is not used
+    assert res.png_path.name == f"photo_protected_{key}_{norm}-{own:g}.png"
+    library = _library(protect(method=key, image_column="image", label_column="label"), img,
+                       CLASS_NAMES.index("dog"))
+    assert res.png_path.read_bytes() == library                           # the library's own PNG, at seed 0
+    diff = _read(res.png_path).astype(np.int16) - img.astype(np.int16)
+    assert 0 < measure(norm, diff) <= budget(norm, own, img.shape)
+    assert f"budget: {describe(norm, own)}, the method's own" in res.report
+    assert ("L2=" if norm == "l2" else "changed pixels=") in res.report
+    assert _read(res.map_path).shape == img.shape
+
+
 def test_an_rgba_upload_comes_back_rgba_with_its_alpha(app, catalogue, tmp_path):
     rng = np.random.default_rng(8)
     rgba = np.concatenate([_texture(300, 500, seed=8), rng.integers(0, 256, (300, 500, 1), dtype=np.uint8)], -1)
