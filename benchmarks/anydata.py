@@ -9,7 +9,7 @@ image folder `<root>/<split>/<class name>/<index>.jpg`, and loaded with
 
 Rows: clean; random (per batch); EM class-wise and sample-wise (`craft`, then `protect(noise=)`); bayes (`craft`);
 label-agnostic EM (class-wise EM crafted and applied without the label column, `clusters=10`; the victims train with
-the true labels). Each crafting row runs in its own fresh process (its peak RSS is its own); images/s counts rows over
+the true labels); ar per batch, with labels and without (the bundled surrogate's predicted classes). Each crafting row runs in its own fresh process (its peak RSS is its own); images/s counts rows over
 craft + apply seconds. Victims: `evaluate(protected, test, resolution=R, epochs=E, seed=S)` for each R in
 --resolutions. Memory of protecting 12-megapixel photos: six 4240x2832 JPEGs through
 `ds.map(protect(method="em"), batched=True)` in a fresh process, beside the peak RSS of just decoding them.
@@ -66,6 +66,7 @@ RSS_BAR_BYTES = 3.5e9           # the issue's bar for protecting the 12 MP photo
 
 # name -> (method, how, options). how: "none" (clean), "per-batch" (map protect(method=)), "craft" (craft, then
 # protect(noise=)), "craft-unlabelled" (craft and apply without the label column; labels added back for victims),
+# "per-batch-unlabelled" (per batch without the label column; labels added back),
 # "none-native" (the folder's source rows at their native 32x32), "bank" / "bank-native" (the downloaded class-wise
 # bank applied under the permuted class_map to the image folder / to the native rows; their options are the bank's).
 ROWS: dict[str, tuple[str | None, str, dict]] = {
@@ -75,6 +76,8 @@ ROWS: dict[str, tuple[str | None, str, dict]] = {
     "em-samplewise": ("em", "craft", {"mode": "samplewise"}),
     "bayes": ("bayes", "craft", {}),
     "em-label-agnostic": ("em", "craft-unlabelled", {"mode": "classwise", "clusters": 10}),
+    "ar": ("ar", "per-batch", {}),
+    "ar-label-agnostic": ("ar", "per-batch-unlabelled", {}),
     "bank-permuted": ("em", "bank", {}),
     "clean-native": (None, "none-native", {}),
     "bank-permuted-native": ("em", "bank-native", {}),
@@ -87,6 +90,10 @@ DESCRIPTIONS = {
     "bayes": "`craft(ds, \"bayes\")` on the image folder, then `protect(noise=)`.",
     "em-label-agnostic": "class-wise EM crafted and applied without the label column (`clusters=10`); the victims "
                          "train with the true labels.",
+    "ar": "`ds.map(protect(method=\"ar\"), batched=True)`: autoregressive noise per class, L2 1.0 per 32x32 "
+          "(scaled with the area), per batch.",
+    "ar-label-agnostic": "the same without the label column: each row's class is the bundled surrogate's predicted "
+                         "class; the victims train with the true labels.",
     "bank-permuted": "a downloaded class-wise EM bank (crafted on other CIFAR-10 rows, below) applied to the image "
                      "folder with `protect(noise=bank, class_map=...)` under the permuted class map.",
     "clean-native": "the image folder's source rows at their native 32x32 (`load_cifar10`), unprotected; victim at "
@@ -261,9 +268,10 @@ def _craft_job(job: dict) -> dict:
     noise_dir, ckpt = Path(job["noise_dir"]), Path(job["ckpt_dir"])
     resumed = False
     t0 = time.perf_counter()
-    if how == "per-batch":
-        protected = ds.map(protect(method=method, seed=seed, **options), batched=True, with_indices=True,
-                           load_from_cache_file=False, desc=f"{job['name']} (per batch)")
+    if how in ("per-batch", "per-batch-unlabelled"):
+        src = ds.remove_columns("label") if how == "per-batch-unlabelled" else ds
+        protected = src.map(protect(method=method, seed=seed, **options), batched=True, with_indices=True,
+                            load_from_cache_file=False, desc=f"{job['name']} (per batch)")
         craft_seconds, noise_stats = 0.0, {}
     else:
         src = ds.remove_columns("label") if how == "craft-unlabelled" else ds
@@ -286,8 +294,8 @@ def _craft_job(job: dict) -> dict:
         noise_stats = {k: v for k, v in (getattr(noise.config, "stats", None) or {}).items() if k != "history"}
         protected = src.map(protect(noise=noise), batched=True, with_indices=True, load_from_cache_file=False,
                             desc=f"apply {job['name']}")
-        if how == "craft-unlabelled":   # the victims train with the true labels
-            protected = protected.add_column("label", ds["label"]).cast_column("label", ds.features["label"])
+    if how in ("craft-unlabelled", "per-batch-unlabelled"):   # the victims train with the true labels
+        protected = protected.add_column("label", ds["label"]).cast_column("label", ds.features["label"])
     total = time.perf_counter() - t0
     _save_protected(protected, Path(job["protected_dir"]))
     peak = _peak_rss_bytes()
