@@ -9,8 +9,9 @@ image folder `<root>/<split>/<class name>/<index>.jpg`, and loaded with
 
 Rows: clean; random (per batch); EM class-wise and sample-wise (`craft`, then `protect(noise=)`); bayes (`craft`);
 label-agnostic EM (class-wise EM crafted and applied without the label column, `clusters=10`; the victims train with
-the true labels); ar per batch, with labels and without (the bundled surrogate's predicted classes). Each crafting row runs in its own fresh process (its peak RSS is its own); images/s counts rows over
-craft + apply seconds. Victims: `evaluate(protected, test, resolution=R, epochs=E, seed=S)` for each R in
+the true labels); ar per batch, with the labels and with the bundled surrogate's predicted classes instead. Each
+crafting row runs in its own fresh process (its peak RSS is its own); images/s counts rows over craft + apply
+seconds. Victims: `evaluate(protected, test, resolution=R, epochs=E, seed=S)` for each R in
 --resolutions. Memory of protecting 12-megapixel photos: six 4240x2832 JPEGs through
 `ds.map(protect(method="em"), batched=True)` in a fresh process, beside the peak RSS of just decoding them.
 
@@ -66,7 +67,7 @@ RSS_BAR_BYTES = 3.5e9           # the issue's bar for protecting the 12 MP photo
 
 # name -> (method, how, options). how: "none" (clean), "per-batch" (map protect(method=)), "craft" (craft, then
 # protect(noise=)), "craft-unlabelled" (craft and apply without the label column; labels added back for victims),
-# "per-batch-unlabelled" (per batch without the label column; labels added back),
+# "per-batch-unlabelled" (per batch with the surrogate's predicted classes as labels; true labels added back),
 # "none-native" (the folder's source rows at their native 32x32), "bank" / "bank-native" (the downloaded class-wise
 # bank applied under the permuted class_map to the image folder / to the native rows; their options are the bank's).
 ROWS: dict[str, tuple[str | None, str, dict]] = {
@@ -92,8 +93,9 @@ DESCRIPTIONS = {
                          "train with the true labels.",
     "ar": "`ds.map(protect(method=\"ar\"), batched=True)`: autoregressive noise per class, L2 1.0 per 32x32 "
           "(scaled with the area), per batch.",
-    "ar-label-agnostic": "the same without the label column: each row's class is the bundled surrogate's predicted "
-                         "class; the victims train with the true labels.",
+    "ar-label-agnostic": "the same with the bundled surrogate's predicted class of each image in place of its label "
+                         "(what per-batch em does without labels; the library refuses ar without labels because of "
+                         "this row); the victims train with the true labels.",
     "bank-permuted": "a downloaded class-wise EM bank (crafted on other CIFAR-10 rows, below) applied to the image "
                      "folder with `protect(noise=bank, class_map=...)` under the permuted class map.",
     "clean-native": "the image folder's source rows at their native 32x32 (`load_cifar10`), unprotected; victim at "
@@ -269,9 +271,16 @@ def _craft_job(job: dict) -> dict:
     resumed = False
     t0 = time.perf_counter()
     if how in ("per-batch", "per-batch-unlabelled"):
-        src = ds.remove_columns("label") if how == "per-batch-unlabelled" else ds
-        protected = src.map(protect(method=method, seed=seed, **options), batched=True, with_indices=True,
-                            load_from_cache_file=False, desc=f"{job['name']} (per batch)")
+        label_column = "label"
+        if how == "per-batch-unlabelled":    # the surrogate's guess in place of the labels (the library refuses ar
+            src = ds.remove_columns("label").add_column("guessed", predicted_classes(ds))   # without labels)
+            label_column = "guessed"
+        else:
+            src = ds
+        protected = src.map(protect(method=method, seed=seed, label_column=label_column, **options), batched=True,
+                            with_indices=True, load_from_cache_file=False, desc=f"{job['name']} (per batch)")
+        if how == "per-batch-unlabelled":
+            protected = protected.remove_columns("guessed")
         craft_seconds, noise_stats = 0.0, {}
     else:
         src = ds.remove_columns("label") if how == "craft-unlabelled" else ds
@@ -303,6 +312,21 @@ def _craft_job(job: dict) -> dict:
             "images_per_second": None if resumed else round(len(ds) / total, 2), "resumed": resumed,
             "peak_rss_mib": round(peak / 2**20, 1), "rss_before_crafting_mib": round(rss_before / 2**20, 1),
             "noise_stats": _jsonable(noise_stats)}
+
+
+def predicted_classes(ds, batch: int = 500) -> list[int]:
+    """The bundled surrogate's predicted class of every image, read at 32x32 (as per-batch em takes its classes)."""
+    import torch
+
+    from hf_unlearnable._images import DEFAULT_RESOLUTION, to_tensor, working_rgb
+    from hf_unlearnable.surrogates import load_surrogate
+
+    model, size, out = load_surrogate(None).eval(), (DEFAULT_RESOLUTION, DEFAULT_RESOLUTION), []
+    for s in range(0, len(ds), batch):
+        small = np.stack([working_rgb(np.asarray(im.convert("RGB")), size) for im in ds[s:s + batch]["image"]])
+        with torch.no_grad():
+            out += model(to_tensor(small)).argmax(1).tolist()
+    return out
 
 
 def _save_protected(protected, out: Path) -> None:

@@ -9,7 +9,7 @@ from datasets import ClassLabel
 
 from hf_unlearnable import ProtectionError, craft, evaluate, load_noise, protect
 from hf_unlearnable.noise import Noise, NoiseConfig
-from tests.conftest import FAST_OPTIONS, build_dataset, stored_arrays, stored_digest, tiny_images
+from tests.conftest import FAST_OPTIONS, build_dataset, stored_arrays, tiny_images
 
 EM_FAST = dict(FAST_OPTIONS["em"])
 
@@ -133,24 +133,6 @@ def test_label_agnostic_samplewise_craft_and_per_batch(batch_options):
     assert all(d > 0 for d in _changed(stored_arrays(ds), stored_arrays(out)))
     per_batch = ds.map(protect(method="em", **batch_options("em")), batched=True)
     assert all(d > 0 for d in _changed(stored_arrays(ds), stored_arrays(per_batch)))
-
-
-@pytest.mark.parametrize("name", ["ar", "lsp", "ops"])
-def test_methods_without_a_network_take_the_bundled_surrogates_classes(name):
-    """ar, lsp and ops draw one pattern per class: without labels, each row's class is the bundled surrogate's
-    predicted class of the image (read at 32x32, whatever its size), as for per-batch em."""
-    from hf_unlearnable.methods import METHODS
-
-    images = _mixed_sizes(10)
-    predicted = METHODS[name]().pseudo_labels(images)
-    assert predicted.shape == (10,) and predicted.dtype == np.int64 and ((0 <= predicted) & (predicted < 10)).all()
-    out = build_dataset(images, label_column=None).map(protect(method=name), batched=True, batch_size=4)
-    assert all(d > 0 for d in _changed(images, stored_arrays(out)))
-    # the same bytes as the rows labelled with those classes, and not those of other classes
-    assert stored_digest(out) == stored_digest(
-        build_dataset(images, labels=predicted).map(protect(method=name), batched=True))
-    assert stored_digest(out) != stored_digest(
-        build_dataset(images, labels=(predicted + 1) % 10).map(protect(method=name), batched=True))
 
 
 # -- a downloaded bank on your own classes -----------------------------------------------------------------------

@@ -200,6 +200,8 @@ def test_refusals():
         m.perturb(images(), np.array([0, 1, 2, -1, 4, 5]), IDS)
     with pytest.raises(ProtectionError, match="integer class indices"):
         m.perturb(images(), LABELS.astype(float), IDS)
+    with pytest.raises(ProtectionError, match="needs a label column"):
+        m.pseudo_labels(images())
     with pytest.raises(ProtectionError, match="crop=1"):
         ARConfig(epsilon=0.5, crop=1).validate()
     ARConfig(epsilon=0.5, crop=2).validate()

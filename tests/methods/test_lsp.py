@@ -101,6 +101,8 @@ def test_refusals():
         m.perturb(images(), None, IDS)
     with pytest.raises(ProtectionError, match="label -1"):
         m.perturb(images(), np.array([0, 1, 2, -1, 4, 5]), IDS)
+    with pytest.raises(ProtectionError, match="needs a label column"):
+        m.pseudo_labels(images())
     with pytest.raises(ProtectionError, match="row id"):
         m.perturb(images(), LABELS, IDS[:5])
     with pytest.raises(ProtectionError, match="patch=3"):

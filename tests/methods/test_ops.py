@@ -60,5 +60,7 @@ def test_protect_keeps_the_l0_budget_at_every_size_and_needs_labels():
         changed = np.any(before != after, axis=2).sum()
         h, w = before.shape[:2]
         assert 1 <= changed <= -(-h // 32) * -(-w // 32)
+    with pytest.raises(ProtectionError, match="needs a label column"):
+        build_dataset(images=imgs, label_column=None).map(protect(method="ops"), batched=True)
     with pytest.raises(ProtectionError, match="needs no crafting"):
         __import__("hf_unlearnable").craft(ds, "ops")
