@@ -173,20 +173,3 @@ def test_bank_rows_end_to_end_and_resume(built, tmp_path):
     assert anydata.main(argv) == 0
     assert [p.stat().st_mtime_ns for p in cached] == stamps
     assert json.loads((out / "anydata.json").read_text())["rows"] == result["rows"]
-
-
-def test_predicted_classes_stand_in_for_the_labels(built, tmp_path):
-    """The ar-label-agnostic row: ar with the surrogate's predicted classes as labels, the true labels kept."""
-    import datasets
-
-    state, manifest = built
-    argv = ["--data", "bundled", "--train-rows", "40", "--test-rows", "20", "--epochs", "1", "--resolutions", "32",
-            "--only", "ar-label-agnostic", "--skip-12mp", "--out-dir", str(tmp_path), "--state-dir", str(state)]
-    assert anydata.main(argv) == 0
-    (row,) = json.loads((tmp_path / "anydata.json").read_text())["rows"]
-    assert row["name"] == "ar-label-agnostic" and 0 <= row["victims"]["32"]["test_accuracy"] <= 1
-    source = anydata.load_images(manifest["root"], "train")
-    protected = datasets.load_from_disk(str(state / "protected" / "ar-label-agnostic"))
-    assert protected.column_names == source.column_names and protected["label"] == source["label"]
-    guessed = anydata.predicted_classes(source)
-    assert len(guessed) == 40 and set(guessed) <= set(range(10))
