@@ -316,16 +316,14 @@ def _craft_job(job: dict) -> dict:
 
 def predicted_classes(ds, batch: int = 500) -> list[int]:
     """The bundled surrogate's predicted class of every image, read at 32x32 (as per-batch em takes its classes)."""
-    import torch
-
+    from hf_unlearnable._clusters import predicted_classes as predict
     from hf_unlearnable._images import DEFAULT_RESOLUTION, to_tensor, working_rgb
     from hf_unlearnable.surrogates import load_surrogate
 
     model, size, out = load_surrogate(None).eval(), (DEFAULT_RESOLUTION, DEFAULT_RESOLUTION), []
     for s in range(0, len(ds), batch):
         small = np.stack([working_rgb(np.asarray(im.convert("RGB")), size) for im in ds[s:s + batch]["image"]])
-        with torch.no_grad():
-            out += model(to_tensor(small)).argmax(1).tolist()
+        out += predict(model, to_tensor(small)).tolist()
     return out
 
 

@@ -71,7 +71,7 @@ import PIL.ImageOps  # noqa: E402
 
 try:
     from hf_unlearnable import Noise, ProtectionError, load_noise, protect  # noqa: E402
-    from hf_unlearnable._norms import describe  # noqa: E402
+    from hf_unlearnable._norms import describe, measure  # noqa: E402
     from hf_unlearnable.methods import METHODS  # noqa: E402
 except ImportError as exc:  # pragma: no cover - a deployment mistake, not a code path
     raise SystemExit(f"hf_unlearnable is not importable ({exc}). Install it (pip install -e . in a checkout), or "
@@ -457,13 +457,12 @@ def report_text(choice: Choice, label: str | None, epsilon_steps: int, original:
 
 
 def _other_norm(norm: str, original: np.ndarray, protected: np.ndarray) -> str:
-    """The change in the method's own norm, when it is not L-inf ([0, 1] pixel units for L2, as the budget)."""
+    """The change in the method's own norm (the library's measure), when it is not L-inf ([0, 1] pixel units for
+    L2, as the budget)."""
     if norm == "linf":
         return ""
-    d = _colour(protected).astype(np.int32) - _colour(original)
-    if norm == "l2":
-        return f"L2={math.sqrt(float(np.einsum('ijk,ijk->', d, d, dtype=np.int64))) / 255:.3f}, "
-    return f"changed pixels={int(np.count_nonzero(np.any(d != 0, axis=2)))} (L0), "
+    size = measure(norm, _colour(protected).astype(np.int32) - _colour(original))
+    return f"L2={size / 255:.3f}, " if norm == "l2" else f"changed pixels={int(size)} (L0), "
 
 
 @dataclass
