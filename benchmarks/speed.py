@@ -40,13 +40,14 @@ CRAFTS = [      # (entry name, method, options); pue's robust steps on from roun
     ("em classwise", "em", dict(mode="classwise", max_iters=1, min_iters=1)),
     ("bayes", "bayes", dict(passes=1)),
     ("pue", "pue", dict(max_iters=1, min_iters=1, turn_on_robust=0, train_steps=5)),
-    # per-batch PGD methods, crafted through the default _craft (their per-batch form on every row), 200 rows
+    # tap: per batch, crafted through the default _craft (its per-batch form on every row), 200 rows
     ("tap", "tap", dict(rows=200)),
-    ("rem", "rem", dict(rows=200)),
+    # rem: em's loop with adversarial surrogate steps and the robust noise step, one round on 1,000 rows
+    ("rem", "rem", dict(max_iters=1, min_iters=1, rows=1000)),
 ]
 QUICK = {"em": dict(steps=2, train_steps=2, batch_size=32), "bayes": dict(subset_size=16),
          "pue": dict(train_steps=1, avgtimes=1, avgtimes_perturb=1, batch_size=32), "tap": dict(steps=2),
-         "rem": dict(steps=1, adversarial_steps=1, eot=1)}
+         "rem": dict(steps=1, adversarial_steps=1, eot=1, train_steps=1, batch_size=32)}
 
 
 def count_work(method: str, cfg: dict, stats: dict, n: int) -> tuple[list[tuple], str]:
@@ -70,25 +71,32 @@ def count_work(method: str, cfg: dict, stats: dict, n: int) -> tuple[list[tuple]
         text = (f"{p} pass(es) x {n} rows x {d} draw(s) x (fwd + {back} input-grad bwd); anchors {d} fwd/row/pass; "
                 f"scale 1 fwd/row/pass; 3 fp32 fwd/row once (reference scale, estimate before and after)")
         return parts, text
-    if method in ("tap", "rem"):
+    if method == "tap":
         # per batch against the fixed surrogate, fp32 (bytes stable across batch sizes), chunks of batch_size rows:
-        # tap one input-gradient pass per PGD step (+ one forward per row for target="nearest"); rem per step and
-        # EOT draw, the inner adversary's steps and the outer step, each one input-gradient pass
-        if method == "tap":
-            passes, text = cfg["steps"], f"{cfg['steps']} PGD steps x {n} rows input-grad (fp32)"
-        else:
-            passes = cfg["steps"] * cfg["eot"] * (cfg["adversarial_steps"] + 1)
-            text = (f"{cfg['steps']} steps x {cfg['eot']} draws x ({cfg['adversarial_steps']} inner + 1) x {n} rows "
-                    "input-grad (fp32)")
+        # one input-gradient pass per PGD step (+ one forward per row for target="nearest")
+        text = f"{cfg['steps']} PGD steps x {n} rows input-grad (fp32)"
         bs = min(cfg["batch_size"], n)
-        nearest = n if method == "tap" and cfg["target"] == "nearest" else 0
-        return [("noise steps", passes * n, "input_only", "fp32", 1, bs),
+        nearest = n if cfg["target"] == "nearest" else 0
+        return [("noise steps", cfg["steps"] * n, "input_only", "fp32", 1, bs),
                 ("target forwards", nearest, "forward", "fp32", 0, bs)], text
     rounds, rows = stats["rounds"], stats["rows_fitted"]
     bs = min(cfg["batch_size"], rows)   # em.craft: a batch never repeats a small set
     nbs = cfg["noise_batch_size"] or (bs if cfg["mode"] == "samplewise" else max(16, min(bs, rows // 20)))
     nbs = min(nbs, rows)
     robust = method == "pue" and cfg.get("turn_on_robust") is not None and cfg["turn_on_robust"] <= 0
+    if method == "rem":
+        # per round train_steps adversarial steps (the inner adversary's input-gradient passes, then one SGD step),
+        # then every row's noise step: steps x eot draws x (inner steps + the outer one) input-gradient passes;
+        # bf16 where fast. Counted as input-gradient passes beside train steps
+        inner, passes = cfg["adversarial_steps"], cfg["steps"] * cfg["eot"] * (cfg["adversarial_steps"] + 1)
+        dt = dtype_of(True)
+        parts = [("surrogate steps", rounds * cfg["train_steps"] * bs, "train", dt, 1, bs),
+                 ("surrogate steps: adversary", rounds * cfg["train_steps"] * bs * inner, "input_only", dt, 1, bs),
+                 ("noise steps", rounds * rows * passes, "input_only", dt, 1, nbs),
+                 ("evaluation", rounds * rows, "forward", dt, 0, min(1000, rows))]
+        return parts, (f"{rounds} round(s) x ({cfg['train_steps']} steps x {bs} rows x ({inner} inner input-grad + "
+                       f"train) + {rows} rows x {cfg['steps']} steps x {cfg['eot']} draws x ({inner} + 1) "
+                       f"input-grad + {rows} eval fwd); batches {bs} (train), {nbs} (noise)")
     if robust:
         # PUE once switched on: every surrogate step is one SGD step per weight-noise level, each averaging
         # avgtimes draws (fwd+bwd each); every noise update one signed step per level over avgtimes_perturb draws;
@@ -135,7 +143,7 @@ def run_craft(ds, name: str, method: str, options: dict, limits: dict, rate_at, 
         timer.wrap(cls, "_ascent_direction", "ascent")
         timer.wrap(cls, "_estimate", "before/after estimates")
         timer.wrap(mod, "bayes_error", "kernel estimator (bayes_error, in both above)")
-    elif method in ("tap", "rem"):
+    elif method == "tap":
         timer.wrap(cls, "perturb", "noise steps")
     else:
         timer.wrap(cls, "_surrogate_step", "surrogate steps")
@@ -153,7 +161,7 @@ def run_craft(ds, name: str, method: str, options: dict, limits: dict, rate_at, 
     seconds = total - timer.seconds.get("reading", 0.0)
     arch, formats = arch_key(cfg.get("surrogate_arch", "convnet"), cfg.get("surrogate_width")), {}
     parts, counted = count_work(method, cfg, stats, len(ds))
-    if method in ("bayes", "tap", "rem") and cfg.get("surrogate") is None:
+    if method in ("bayes", "tap") and cfg.get("surrogate") is None:
         from hf_unlearnable.surrogates import load_surrogate
         from hf_unlearnable.training import memory_format
 

@@ -69,7 +69,8 @@ FAST_OPTIONS: dict[str, dict] = {
     "bayes": dict(passes=2, subset_size=16, refresh_every=1, surrogate_epochs=1, surrogate_width=8),
     # per-batch methods crafted through the default _craft (the per-batch form on every row)
     "tap": dict(steps=2),
-    "rem": dict(steps=1, adversarial_steps=1, eot=1),
+    "rem": dict(max_iters=1, min_iters=1, steps=1, adversarial_steps=1, eot=1, train_steps=2, batch_size=64,
+                surrogate_width=8),
 }
 
 # Options for the per-batch form `protect(method=name, ...)` on tiny data. Methods whose config has a `surrogate`

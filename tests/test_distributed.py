@@ -40,7 +40,7 @@ def test_a_craft_that_cannot_split_refuses_to_run_as_one_of_several_processes(mo
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ProtectionError, match=r"runs in one process.*started as 1 of 2.*"
-                                               r"split across processes: bayes, em \(sample-wise only\)\.$"):
+                                               r"split across processes: bayes, em \(sample-wise only\), rem\.$"):
         craft(build_dataset(n=8), method, **{**FAST_OPTIONS.get(method, {}), **options})
     assert not dist.is_initialized()
 
@@ -101,6 +101,9 @@ SPLITS = {
     # 40 rows in noise batches of 8, two rounds (the second starts from the rows summed back)
     "em": (dict(FAST_OPTIONS["em"], mode="samplewise", batch_size=8, max_iters=2, min_iters=2),
            dict(max_iters=1, min_iters=1), "updated {n} noise batches in 1 rounds"),
+    # em's loop with rem's steps: the adversarial surrogate steps draw alike everywhere, the noise per row id
+    "rem": (dict(FAST_OPTIONS["rem"], batch_size=8, max_iters=2, min_iters=2),
+            dict(max_iters=1, min_iters=1), "updated {n} noise batches in 1 rounds"),
 }
 
 

@@ -35,7 +35,8 @@ def register(sub) -> None:
                    help=f"method to craft, one of {sorted(METHODS)}. Default: em.")
     p.add_argument("--mode", choices=("classwise", "samplewise"), default=None,
                    help="for methods with modes (em): one noise per class (classwise: fast, ~a minute on 2,000 "
-                        "CPU images) or one per image (samplewise: ~20x the compute). Default: classwise.")
+                        "CPU images) or one per image (samplewise: ~20x the compute). Default: classwise where the "
+                        "method has it (rem's noise is samplewise only).")
     p.add_argument("--epsilon", type=parse_epsilon, default=None,
                    help="L-inf budget in [0, 1] pixel units: 8/255 or a float. Default: the method's (8/255).")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if "mode" in cls.config_class.__dataclass_fields__:
         if "mode" in options and args.mode is not None:
             raise ProtectionError("give the mode once: --mode or --option mode=..., not both.")
-        options.setdefault("mode", args.mode or "classwise")
+        options.setdefault("mode", args.mode or _default_mode(cls, args.method))
     elif args.mode is not None:
         raise ProtectionError(f"method {args.method!r} has no modes; drop --mode.")
     cls.config_class.from_options(args.method, seed=args.seed, **given(epsilon=args.epsilon), **options)  # fail fast
@@ -98,3 +99,12 @@ def run(args: argparse.Namespace) -> int:
             dist.barrier()
             dist.destroy_process_group()
     return 0
+
+
+def _default_mode(cls, method: str) -> str:
+    """classwise (the fast one) where the method takes it, else the method's own (rem: samplewise only)."""
+    try:
+        cls.config_class.from_options(method, mode="classwise")
+    except ProtectionError:
+        return cls.config_class.mode
+    return "classwise"

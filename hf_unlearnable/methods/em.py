@@ -191,8 +191,9 @@ class ErrorMinimizing(LabelledSurrogateMethod):
         return trainer.step(x, y)
 
     def _noise_step(self, model, x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor,
-                    history: list[dict]) -> torch.Tensor:
-        """Per-sample noise update against the frozen surrogate (the 'inner min'); PUE overrides it."""
+                    history: list[dict], ids=None) -> torch.Tensor:
+        """Per-sample noise update against the frozen surrogate (the 'inner min'); PUE and REM override it (`ids`:
+        the rows' ids, REM's per-row random streams)."""
         cfg = self.config
         return pgd_min(model, x, y, delta, epsilon=cfg.epsilon, step_size=cfg.step_size, steps=cfg.steps)
 
@@ -282,7 +283,8 @@ class ErrorMinimizing(LabelledSurrogateMethod):
                 x = to_float(images[idx], dev)
                 y = labels[idx].to(dev)
                 if cfg.mode == "samplewise":
-                    delta[idx] = self._noise_step(model, x, y, delta[idx].to(dev), history).cpu()
+                    delta[idx] = self._noise_step(model, x, y, delta[idx].to(dev), history,
+                                                  ids=[data.ids[i] for i in idx]).cpu()
                 elif cfg.class_step == "sign":
                     delta = pgd_min_classwise(model, x, y, delta.to(dev), epsilon=cfg.epsilon,
                                               step_size=cfg.step_size, steps=cfg.steps).cpu()

@@ -136,9 +136,9 @@ class ProvablyUnlearnable(ErrorMinimizing):
             trainer.opt.step()
         return total / len(cfg.levels)
 
-    def _noise_step(self, model, x, y, delta, history):
+    def _noise_step(self, model, x, y, delta, history, ids=None):
         if not self._switched_on(history):
-            return super()._noise_step(model, x, y, delta, history)
+            return super()._noise_step(model, x, y, delta, history, ids)
         cfg = self.config
         wn = self._weight_noise(model, history)
         was_training = model.training

@@ -12,14 +12,14 @@ import torch
 import torch.nn.functional as F
 from datasets import Value
 
-from hf_unlearnable import ProtectionError, protect
+from hf_unlearnable import ProtectionError, craft, protect
 from hf_unlearnable.methods import METHODS
 from hf_unlearnable.methods.random import RandomNoise
 from hf_unlearnable.methods.rem import (REMConfig, RobustErrorMinimising, RowDraws, crop_flip_rows, crop_pad,
                                         inner_max, robust_gradient)
 from hf_unlearnable.surrogates import DEFAULT_DIR, WEIGHTS_NAME, Surrogate, SurrogateConfig, load_surrogate
 from hf_unlearnable.training import crop_flip
-from tests.conftest import CLASS_NAMES, build_dataset, stored_arrays, tiny_images
+from tests.conftest import CLASS_NAMES, FAST_OPTIONS, build_dataset, stored_arrays, tiny_images
 
 EPS = 8 / 255
 RHO = 4 / 255
@@ -91,7 +91,8 @@ def test_registered_config_defaults_and_validation():
                       (dict(eot=0), "eot"), (dict(eot=1.5), "eot"), (dict(batch_size=0), "batch_size"),
                       (dict(step_size=0.0), "step_size"), (dict(step_size=9 / 255), "step_size"),
                       (dict(adversarial_step_size=5 / 255), "adversarial_step_size"),
-                      (dict(adversarial_epsilon="4/255"), "adversarial_epsilon"), (dict(target="next"), "target")):
+                      (dict(adversarial_epsilon="4/255"), "adversarial_epsilon"), (dict(target="next"), "target"),
+                      (dict(mode="classwise"), "sample-wise"), (dict(min_iters=3, max_iters=2), "min_iters")):
         with pytest.raises(ProtectionError, match=name):
             REMConfig.from_options("rem", **bad)
 
@@ -238,3 +239,80 @@ def test_with_the_bundled_surrogate_the_robust_loss_falls(cifar_slice):
     ids = [str(i) for i in range(len(y))]
     clean, protected = (robust_loss(sur, _x(np.stack(a)), y, ids, eot=2, steps=5) for a in (before, after))
     assert protected < 0.5 * clean, (clean, protected)                   # 3.72 -> 1.15 measured
+
+
+# -- the craft: em's min-min loop with adversarial training ---------------------------------------------------------
+CRAFT_FAST = FAST_OPTIONS["rem"]
+
+
+def test_craft_is_robust_min_min_samplewise_deterministic_within_budget():
+    ds = build_dataset(n=20)
+    noise = craft(ds, "rem", **{**CRAFT_FAST, "max_iters": 2, "min_iters": 2})
+    again = craft(ds, "rem", **{**CRAFT_FAST, "max_iters": 2, "min_iters": 2})
+    other = craft(ds, "rem", **{**CRAFT_FAST, "max_iters": 2, "min_iters": 2, "seed": 1})
+    assert noise.config.kind == "samplewise" and noise.config.method == "rem"
+    assert noise.config.stats["rounds"] == 2 and noise.config.method_config["train_steps"] == 2
+    np.testing.assert_array_equal(noise.steps, again.steps)
+    assert not np.array_equal(noise.steps, other.steps)
+    assert np.abs(noise.steps).max() <= 8 and np.abs(noise.steps).max() > 0
+    out = ds.map(protect(noise=noise), batched=True)
+    steps = [np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(stored_arrays(ds), stored_arrays(out))]
+    assert max(steps) <= 8 and min(steps) > 0
+
+
+def test_craft_trains_the_surrogate_on_adversarial_crops(monkeypatch):
+    """Every batch the surrogate steps on is a crop + flip of its perturbed rows moved by at most rho_a (and moved:
+    the inner maximum ran), never the rows themselves; the per-round draws repeat for the same round."""
+    from hf_unlearnable.training import StepTrainer
+
+    seen = []
+    real_step = StepTrainer.step
+
+    def recording(self, x, y):
+        seen.append(x.detach().clone())
+        return real_step(self, x, y)
+
+    monkeypatch.setattr(StepTrainer, "step", recording)
+    method = RobustErrorMinimising(**CRAFT_FAST)
+    trainer = StepTrainer(torch.nn.Sequential(torch.nn.Conv2d(3, 10, 3), torch.nn.AdaptiveAvgPool2d(1),
+                                              torch.nn.Flatten()), bf16=False)
+    x = _x(np.stack(tiny_images(6, seed=3)))
+    y = torch.arange(6)
+    method._surrogate_step(trainer, x, y, history=[])
+    pad = crop_pad(32, 32)
+    for row, seen_row in zip(x, seen[0]):
+        gaps = [float((crop_flip_rows(row[None], torch.tensor([dx]), torch.tensor([dy]), torch.tensor([f]), pad)[0]
+                       - seen_row).abs().max())
+                for dx in range(2 * pad + 1) for dy in range(2 * pad + 1) for f in (False, True)]
+        assert min(gaps) <= RHO + 1e-6
+    assert float((seen[0] - x).abs().max()) > RHO                  # cropped, not the rows themselves
+    a = method._round_generator([]).initial_seed()
+    assert method._round_generator([{}]).initial_seed() != a and method._round_generator([]).initial_seed() == a
+
+
+def test_craft_noise_draws_a_new_stream_each_round_and_per_batch_keeps_its_own():
+    ids = ["a", "b"]
+    first, second, batch_form = (RowDraws(0, ids, (3, 8, 8), RHO, stream=k).next()[3] for k in (2, 3, 1))
+    assert not torch.equal(first, second) and not torch.equal(first, batch_form)
+    torch.testing.assert_close(RowDraws(0, ids, (3, 8, 8), RHO).next()[3], batch_form)
+
+
+def test_craft_resumes_where_it_stopped(tmp_path, monkeypatch):
+    from hf_unlearnable.methods import em as em_module
+
+    ds = build_dataset(n=20)
+    opts = {**CRAFT_FAST, "max_iters": 2, "min_iters": 2}
+    full = craft(ds, "rem", checkpoint_dir=str(tmp_path / "full"), **opts)
+    real_save = em_module._Checkpoint.save
+
+    def interrupt(self, progress, tensors):
+        real_save(self, progress, tensors)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(em_module._Checkpoint, "save", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        craft(ds, "rem", checkpoint_dir=str(tmp_path / "resumed"), **opts)
+    monkeypatch.undo()
+    resumed = craft(ds, "rem", checkpoint_dir=str(tmp_path / "resumed"), **opts)
+    assert resumed.config.stats["history"] == full.config.stats["history"]
+    np.testing.assert_array_equal(resumed.steps, full.steps)
