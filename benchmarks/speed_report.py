@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 OTHER = "other (inline evaluation / feature scale, bookkeeping)"
 # which timed function holds each counted part (bayes' feature scale and em's evaluation run inline: OTHER)
-WHERE = {"surrogate steps": "surrogate steps", "noise steps": "noise steps", "ascent": "ascent",
+WHERE = {"surrogate steps": "surrogate steps", "surrogate steps: adversary": "surrogate steps",
+         "noise steps": "noise steps", "ascent": "ascent",
          "ascent: anchor forwards": "ascent", "before/after estimates": "before/after estimates"}
 
 

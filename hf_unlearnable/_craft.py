@@ -46,6 +46,7 @@ def craft(dataset: Any, method: str, *, epsilon: float | None = None, seed: int 
                               f"with ds.map(protect(method={method!r}), batched=True).")
     cfg = cls.config_class.from_options(method, seed=seed, **({} if epsilon is None else {"epsilon": epsilon}),
                                         **options)
+    cls.check_craft(cfg)
     size = check_resolution(resolution) or cls(cfg).working_resolution()
     cls.check_processes(cfg)      # before reading the data, before torch.distributed
     if checkpoint_dir is not None:    # before the work: not after the first round, when it first writes there

@@ -171,6 +171,7 @@ def test_bad_inputs_are_clean_errors(tiny, tmp_path, capsys):
         ["protect", "--data", str(src), "--method", "random", "--option", "bogus=1", "--output", str(tmp_path / "o")],
         ["protect", "--data", str(src), "--noise", str(tmp_path), "--output", str(tmp_path / "o")],
         ["craft", "--data", str(src), "--method", "random", "--mode", "classwise", "--output", str(tmp_path / "o")],
+        ["craft", "--data", str(src), "--method", "rem", "--mode", "classwise", "--output", str(tmp_path / "o")],
         ["evaluate", "--protected", str(src), "--test", str(src), "--mix", "0.5"],
         ["evaluate", "--protected", str(src), "--test", str(src), "--defences", "blur"],
         # paths that cannot be written: refused before any work (a report path that is a folder, a file in the way)

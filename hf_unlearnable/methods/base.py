@@ -161,6 +161,11 @@ class Method:
                 f"(WORLD_SIZE={processes}, from accelerate launch or torchrun); run it as a plain process. Crafts "
                 f"that split across processes: {splitting}.")
 
+    @classmethod
+    def check_craft(cls, config: MethodConfig) -> None:
+        """Refuse, before any data is read, options that craft() would ignore (rem: the per-batch form's
+        surrogate=); by default every option is the craft's too."""
+
     def __init__(self, config: MethodConfig | None = None, **options: Any):
         if config is None:
             config = self.config_class.from_options(self.name, **options)
@@ -195,6 +200,7 @@ class Method:
         the method's `_craft` hook (its loop, checkpoints and progress) and builds the Noise from what it returns."""
         from ..noise import Noise
 
+        self.check_craft(self.config)
         self.check_processes(self.config)
         out = self._craft(data, checkpoint_dir)
         config = out.method_config or self.config.to_dict()

@@ -17,7 +17,12 @@ Two forms, as em's:
   *adversarially* trained on the perturbed rows (each step: a crop + flip, then the rho_a inner maximum, then an
   SGD step on that), `train_steps` steps per round, in alternation with the noise step above over every row, until
   the surrogate fits the perturbed rows (error < stop_error, after min_iters rounds). The last round's noise is
-  made against the final surrogate, as the paper's regeneration. bf16 where fast, as em's craft.
+  made against the final surrogate, as the paper's regeneration. bf16 where fast, as em's craft. Where it differs
+  from the paper's code (methods.md §4.7): each round's noise step starts from the previous round's delta_u (em's
+  warm start; the paper restarts every refresh, and its regeneration, from a random start); the rows are refreshed
+  once a round, all of them, rather than each minibatch just before its training step; no lr schedule (the
+  paper's lr falls 10x every 2,000 steps); em's stop rule, not a fixed 5,000 steps; em's surrogate and batch
+  (ConvNet, 512) rather than ResNet-18 and 128. `surrogate=` is the per-batch form's and is refused here.
 - `protect(method="rem")`: per batch against a *fixed* surrogate (the bundled CIFAR-10 ConvNet, trained without
   adversarial training, unless `surrogate=`), fp32, in chunks bounded by pixels. Much weaker: on the 10k matrix
   protocol it left victims at 55 % (clean 72 %), where the min-min needs a surrogate that learns the noise.
@@ -83,6 +88,9 @@ class REMConfig(EMConfig):
     def validate(self) -> None:
         if self.mode != "samplewise":
             raise ProtectionError(f"mode={self.mode!r}: rem's noise is sample-wise (one delta per row); drop mode=.")
+        if self.subset is not None or self.class_step != "sign":
+            raise ProtectionError("subset= and class_step= are em's class-wise options; rem's noise is sample-wise "
+                                  "over every row: drop them.")
         # the step sizes' defaults derive from epsilon and the step counts, so those (and every type) come first;
         # EMConfig.validate then checks the rest (running MethodConfig's checks again, which changes nothing)
         MethodConfig.validate(self)
@@ -247,20 +255,29 @@ class RobustErrorMinimising(ErrorMinimizing):
                                    chunk)
 
     # -- the craft: em's loop, with an adversarially trained surrogate and the robust noise step ----------------
-    def _round_generator(self, history: list[dict]) -> torch.Generator:
-        """The surrogate steps' crops, flips and adversary starts: one stream per round, seeded by the round, so a
-        craft resumed at a round draws what an uninterrupted one would."""
-        if getattr(self, "_gen_round", None) != len(history):
+    @classmethod
+    def check_craft(cls, config: REMConfig) -> None:
+        if config.surrogate is not None:
+            raise ProtectionError(
+                "surrogate= is the fixed surrogate of rem's per-batch form, protect(method=\"rem\", surrogate=...); "
+                "craft(ds, \"rem\") trains its own adversarially (surrogate_arch=, surrogate_width=): drop surrogate=.")
+
+    def _round_generator(self, model, history: list[dict]) -> torch.Generator:
+        """The surrogate steps' crops, flips and adversary starts: one stream per (craft, round), seeded by the round,
+        so a craft resumed at a round draws what an uninterrupted one would (keyed by the craft's model too: a
+        second craft by the same object starts its round afresh)."""
+        key = (model, len(history))
+        if getattr(self, "_gen_key", None) != key:
             seed = int(np.random.default_rng([self.config.seed, 4, len(history)]).integers(2**62))
             self._gen = torch.Generator().manual_seed(seed)
-            self._gen_round = len(history)
+            self._gen_key = key
         return self._gen
 
     def _surrogate_step(self, trainer, x: torch.Tensor, y: torch.Tensor, history: list[dict]) -> float:
         """Adversarial training on the perturbed batch: a random crop + flip, the rho_a inner maximum against the
         current surrogate (eval mode, so the attack leaves the BatchNorm statistics alone), one SGD step on that."""
         cfg = self.config
-        gen = self._round_generator(history)
+        gen = self._round_generator(trainer.model, history)
         n, _, h, w = x.shape
         pad = crop_pad(h, w)
         offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=gen)

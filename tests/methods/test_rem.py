@@ -261,40 +261,82 @@ def test_craft_is_robust_min_min_samplewise_deterministic_within_budget():
 
 
 def test_craft_trains_the_surrogate_on_adversarial_crops(monkeypatch):
-    """Every batch the surrogate steps on is a crop + flip of its perturbed rows moved by at most rho_a (and moved:
-    the inner maximum ran), never the rows themselves; the per-round draws repeat for the same round."""
+    """Every batch the surrogate steps on is an exact crop + flip of its perturbed rows moved by the inner maximum
+    (at most rho_a, and not by nothing), found with the surrogate in eval mode: only the SGD step moves the
+    BatchNorm statistics. The round's draws repeat for the same (craft, round), not for the next round."""
+    from hf_unlearnable.methods import rem as rem_module
     from hf_unlearnable.training import StepTrainer
 
-    seen = []
-    real_step = StepTrainer.step
+    seen, attacked = [], []
+    real_step, real_inner = StepTrainer.step, rem_module.inner_max
 
-    def recording(self, x, y):
+    def recording_step(self, x, y):
         seen.append(x.detach().clone())
         return real_step(self, x, y)
 
-    monkeypatch.setattr(StepTrainer, "step", recording)
+    def recording_inner(model, x_t, *args, **kwargs):
+        delta_a = real_inner(model, x_t, *args, **kwargs)
+        attacked.append((x_t.clone(), delta_a.clone(), model.training))
+        return delta_a
+
+    monkeypatch.setattr(StepTrainer, "step", recording_step)
+    monkeypatch.setattr(rem_module, "inner_max", recording_inner)
     method = RobustErrorMinimising(**CRAFT_FAST)
-    trainer = StepTrainer(torch.nn.Sequential(torch.nn.Conv2d(3, 10, 3), torch.nn.AdaptiveAvgPool2d(1),
-                                              torch.nn.Flatten()), bf16=False)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 10, 3), torch.nn.BatchNorm2d(10), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten())
+    trainer = StepTrainer(net, bf16=False)
     x = _x(np.stack(tiny_images(6, seed=3)))
     y = torch.arange(6)
     method._surrogate_step(trainer, x, y, history=[])
+    assert int(net[1].num_batches_tracked) == 1                     # the attack's forwards did not count
+    (x_t, delta_a, training), = attacked
+    assert not training
+    torch.testing.assert_close(seen[0], x_t + delta_a)
+    assert 0 < float(delta_a.abs().max()) <= RHO + 1e-6
     pad = crop_pad(32, 32)
-    for row, seen_row in zip(x, seen[0]):
+    for row, crop in zip(x, x_t):
         gaps = [float((crop_flip_rows(row[None], torch.tensor([dx]), torch.tensor([dy]), torch.tensor([f]), pad)[0]
-                       - seen_row).abs().max())
+                       - crop).abs().max())
                 for dx in range(2 * pad + 1) for dy in range(2 * pad + 1) for f in (False, True)]
-        assert min(gaps) <= RHO + 1e-6
-    assert float((seen[0] - x).abs().max()) > RHO                  # cropped, not the rows themselves
-    a = method._round_generator([]).initial_seed()
-    assert method._round_generator([{}]).initial_seed() != a and method._round_generator([]).initial_seed() == a
+        assert min(gaps) == 0
+    assert float((x_t - x).abs().max()) > 0                         # cropped, not the rows themselves
+    first = method._round_generator(net, []).initial_seed()
+    assert method._round_generator(net, [{}]).initial_seed() != first
+    again = method._round_generator(torch.nn.Linear(1, 1), [])        # another craft: its round 0 afresh
+    assert again.initial_seed() == first and torch.equal(again.get_state(), torch.Generator().manual_seed(
+        first).get_state())
 
 
-def test_craft_noise_draws_a_new_stream_each_round_and_per_batch_keeps_its_own():
+def test_craft_noise_draws_a_new_stream_each_round_and_per_batch_keeps_its_own(monkeypatch):
+    from hf_unlearnable.methods import rem as rem_module
+
     ids = ["a", "b"]
     first, second, batch_form = (RowDraws(0, ids, (3, 8, 8), RHO, stream=k).next()[3] for k in (2, 3, 1))
     assert not torch.equal(first, second) and not torch.equal(first, batch_form)
     torch.testing.assert_close(RowDraws(0, ids, (3, 8, 8), RHO).next()[3], batch_form)
+
+    streams = []
+
+    class Recording(RowDraws):
+        def __init__(self, seed, row_ids, shape, rho, stream=1):
+            streams.append((stream, list(row_ids)))
+            super().__init__(seed, row_ids, shape, rho, stream)
+
+    monkeypatch.setattr(rem_module, "RowDraws", Recording)
+    ds = build_dataset(n=10)
+    craft(ds, "rem", **{**CRAFT_FAST, "max_iters": 2, "min_iters": 2})
+    assert [s for s, _ in streams] == [2, 3]                        # one noise batch a round, a stream each
+    assert streams[0][1] == streams[1][1] and len(set(streams[0][1])) == 10     # every row, by its id
+
+
+def test_craft_refuses_options_it_would_ignore():
+    ds = build_dataset(n=10)
+    with pytest.raises(ProtectionError, match="per-batch form.*drop surrogate="):
+        craft(ds, "rem", surrogate="some/surrogate", **CRAFT_FAST)
+    for bad in (dict(subset=0.5), dict(class_step="mean")):
+        with pytest.raises(ProtectionError, match="class-wise options"):
+            REMConfig.from_options("rem", **bad)
 
 
 def test_craft_resumes_where_it_stopped(tmp_path, monkeypatch):
