@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 SPACE_DIR = Path(__file__).resolve().parent
-SPACE_FILES = ("app.py", "requirements.txt", "screenshot.png")
+SPACE_FILES = ("app.py", "space_catalogue.py", "space_protection.py", "requirements.txt", "screenshot.png")
 NOISE_FILES = "config.json,noise.safetensors"   # what preload_from_hub caches: never a pickle
 
 

@@ -287,10 +287,10 @@ def test_size_limits_refuse_before_work(app, catalogue, tmp_path):
     # The defaults: em crafts at the network's input size, so it has the same 24 MP limit as every method
     # (a 12 MP photo fits, 6000x4000 too); the network limit never exceeds the general one.
     assert app.Limits().network_pixels == app.Limits().max_pixels == 24_000_000
-    app._check_size(4000, 3000, app.Limits(), uses_network=True)
-    app._check_size(6000, 4000, app.Limits(), uses_network=True)
+    sys.modules["space_protection"]._check_size(4000, 3000, app.Limits(), uses_network=True)
+    sys.modules["space_protection"]._check_size(6000, 4000, app.Limits(), uses_network=True)
     with pytest.raises(ProtectionError, match=r"6001x4000 = 24\.0 MP; this Space protects at most 24\.0 MP"):
-        app._check_size(6001, 4000, app.Limits(), uses_network=True)
+        sys.modules["space_protection"]._check_size(6001, 4000, app.Limits(), uses_network=True)
     assert app.Limits(max_pixels=1000, max_network_pixels=5000).network_pixels == 1000
     # protect_array checks the limits too (the API can be called with any array)
     with pytest.raises(ProtectionError, match="network"):
@@ -522,7 +522,8 @@ def test_deploy_to_a_space_and_run_from_its_download(bank_dir, tmp_path):
     deploy.deploy("alice/protect-a-picture", noise=["alice/em-tiny-bank"], token=token, endpoint=HUB_SERVER.url)
 
     files = set(api.list_repo_files("alice/protect-a-picture", repo_type="space"))
-    assert {"README.md", "app.py", "requirements.txt", "screenshot.png", "hf_unlearnable/__init__.py",
+    assert {"README.md", "app.py", "space_catalogue.py", "space_protection.py", "requirements.txt", "screenshot.png",
+            "hf_unlearnable/__init__.py",
             "hf_unlearnable/methods/em.py", "hf_unlearnable/surrogates/default/model.safetensors"} <= files
     assert not [f for f in files if f.endswith((".pyc", ".parquet")) or f.startswith("hub_scripts")]
     local = Path(snapshot_download("alice/protect-a-picture", repo_type="space", local_dir=tmp_path / "space",
