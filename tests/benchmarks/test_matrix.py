@@ -40,3 +40,31 @@ def test_merge_keeps_other_writers_cells(tmp_path):
     assert matrix._merge(path, {"none": 0.1, "jpeg": 0.4}, keep=True)["none"] == 0.7      # a clean cell stays
     assert matrix._merge(path, {"none": 0.2})["none"] == 0.2
     assert json.loads(path.read_text()) == {"none": 0.2, "cutout": 0.6, "mixup": 0.5, "jpeg": 0.4}
+
+
+def test_victim_columns_train_their_own_victim(tmp_path, monkeypatch):
+    """adversarial-4 is defence none with a victim that trains adversarially at 4/255 (the protocol's otherwise)."""
+    import hf_unlearnable
+    from hf_unlearnable.evaluate import VictimConfig
+
+    base = VictimConfig.auto(3)
+    variant = matrix.victim_for(base, "adversarial-4")
+    assert variant.train.adversarial_epsilon == 4 / 255 and variant.train.adversarial_steps == 1
+    assert base.train.adversarial_epsilon == 0 and matrix.victim_for(base, "cutout") is base
+    assert variant.train.epochs == 3 and variant.arch == base.arch
+
+    calls = []
+    real = hf_unlearnable.evaluate
+
+    def recording(*args, **kwargs):
+        calls.append((kwargs["defences"], kwargs["victim"].train.adversarial_epsilon))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hf_unlearnable, "evaluate", recording)
+    assert matrix.main(["--data", "bundled", "--per-class", "4", "--test", "30", "--epochs", "1", "--methods",
+                        "random", "--defences", "adversarial-4", "--threats", "--work", str(tmp_path / "work"),
+                        "--out", str(tmp_path)]) == 0
+    assert calls == [(["none"], 4 / 255)]
+    result = json.loads((tmp_path / "matrix.json").read_text())
+    assert result["columns"] == ["adversarial-4"] and set(result["clean"]) == {"adversarial-4"}
+    assert "adversarial-4" in result["victim_columns"]
