@@ -1,7 +1,9 @@
 """The matrix: every method against every defence and threat model, on one protocol.
 
-Rows: the library's methods with their defaults (per batch where that is their form, crafted otherwise). Columns:
-every defence of `evaluate` on fully protected rows (r = 1), then two threat models at r = 0.5 with defence none:
+Rows: the library's methods with their defaults (per batch where that is their form, crafted otherwise; rem crafted
+with fewer EOT draws and inner steps, see METHODS), and the per-batch forms of em and rem. Columns: every defence of
+`evaluate` on fully protected rows (r = 1), the victim variants (VICTIM_COLUMNS: adversarial training at 4/255),
+then two threat models at r = 0.5 with defence none:
 `scratch` (a victim trained on the mix, beside its clean-only control) and `finetune` (a victim pre-trained on the
 clean half, fine-tuned on the protected half, beside the same victim fine-tuned on the clean half and the
 pre-trained victim alone). The clean columns (each defence on clean rows, and the controls) depend only on the rows
