@@ -195,7 +195,7 @@ def robust_gradient(model: torch.nn.Module, x_adv: torch.Tensor, y: torch.Tensor
     from ..training import autocast
 
     grad = torch.zeros_like(x_adv)
-    total = 0.0
+    total = torch.zeros((), device=x_adv.device)   # summed on the device: one sync per call, not one per draw
     for _ in range(eot):
         dx, dy, flip, start = draws.next()
         with torch.no_grad():
@@ -209,8 +209,8 @@ def robust_gradient(model: torch.nn.Module, x_adv: torch.Tensor, y: torch.Tensor
             logits = model(crop_flip_rows(x_in, dx, dy, flip, draws.pad) + delta_a)
         loss = F.cross_entropy(logits.float(), y, reduction="sum")
         grad += torch.autograd.grad(loss, x_in)[0]
-        total += float(loss.detach())
-    return grad, total / (eot * max(1, len(x_adv)))
+        total += loss.detach()
+    return grad, float(total) / (eot * max(1, len(x_adv)))
 
 
 def pgd_robust_min(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor, draws: RowDraws,
